@@ -123,12 +123,7 @@ class SampleConfig(Shared):
             _positive(getattr(self, key), f"{path}.{key}")
         if self.temperature < 0:
             raise ConfigError(f"{path}.temperature: got {self.temperature}; allowed: >= 0 (0 is greedy)")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"{path}.top_p: got {self.top_p}; allowed: 0 < top_p <= 1")
-        if self.top_k < 0:
-            raise ConfigError(f"{path}.top_k: got {self.top_k}; allowed: >= 0 (0 is off)")
-        if not 0 <= self.min_p < 1:
-            raise ConfigError(f"{path}.min_p: got {self.min_p}; allowed: 0 <= min_p < 1")
+        _check_truncation(self, path)
 
 
 @dataclass
@@ -205,7 +200,7 @@ class ProtoConfig(Shared):
     lr_schedule: Literal["constant", "cosine"] = "constant"
     max_grad_norm: Optional[float] = 1.0  # clip each text's gradient; null: no clipping
     init: Literal["normal", "embedding", "small"] = "embedding"
-    restarts: int = 1                   # random initialisations per text (seeds seed, seed+1, ...)
+    restarts: int = 1                   # random initialisations per text; the best is kept
     batch_size: int = 64                # texts optimised together
     sweep: bool = False                 # capacity sweep over prefixes on a sqrt(2) grid
     sweep_start: int = 4                # shortest prefix of the sweep, in tokens
@@ -394,12 +389,7 @@ class TreeSearchConfig(Shared):
         if self.temperature <= 0:
             raise ConfigError(f"{path}.temperature: got {self.temperature}; allowed: > 0 "
                               "(a greedy search tree would be a single path)")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"{path}.top_p: got {self.top_p}; allowed: 0 < top_p <= 1")
-        if self.top_k < 0:
-            raise ConfigError(f"{path}.top_k: got {self.top_k}; allowed: >= 0 (0 is off)")
-        if not 0 <= self.min_p < 1:
-            raise ConfigError(f"{path}.min_p: got {self.min_p}; allowed: 0 <= min_p < 1")
+        _check_truncation(self, path)
         for key in ("lam", "widen_c"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{path}.{key}: got {getattr(self, key)}; allowed: > 0")
@@ -430,6 +420,16 @@ def _positive(value, path: str, allow_none: bool = False) -> None:
     if value is None or value <= 0:
         raise ConfigError(f"{path}: got {value!r}; allowed: a positive integer"
                           + (" or null" if allow_none else ""))
+
+
+def _check_truncation(cfg, path: str) -> None:
+    """The sampling filters 00 and 03 share: top_p, top_k, min_p."""
+    if not 0 < cfg.top_p <= 1:
+        raise ConfigError(f"{path}.top_p: got {cfg.top_p}; allowed: 0 < top_p <= 1")
+    if cfg.top_k < 0:
+        raise ConfigError(f"{path}.top_k: got {cfg.top_k}; allowed: >= 0 (0 is off)")
+    if not 0 <= cfg.min_p < 1:
+        raise ConfigError(f"{path}.min_p: got {cfg.min_p}; allowed: 0 <= min_p < 1")
 
 
 # ---------------------------------------------------------------------------
