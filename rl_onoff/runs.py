@@ -33,7 +33,13 @@ from rl_onoff.config import ConfigError, TrackingConfig, load_config
 # Summary entries that say how a run was made (its config says it too), not how it did.
 NOT_METRICS = ("model", "config", "dataset", "generation", "seed")
 # The summary metrics `list` shows per script; other scripts show their first few.
-KEY_METRICS = {"00-sample": ("avg@n", "pass@k.1", "maj@n")}
+KEY_METRICS = {
+    "00-sample": ("avg@n", "pass@k.1", "maj@n"),
+    "01-dist": ("num_tokens", "mean_entropy", "mean_sampled_entropy"),
+    "03-tree-search": ("accuracy.tree_best", "accuracy.greedy", "accuracy.best_of_n"),
+    "04-proto": ("mean_accuracy", "status.success", "capacity.max"),
+    "05-entropy": ("result.delta_h1.sequence.value", "result.delta_h_true.sequence.value"),
+}
 LIST_METRICS = 3
 # `compare` hides breakdowns nested deeper than this (by_level.1.avg@n) unless asked for.
 DEFAULT_METRIC_DEPTH = 2
@@ -356,7 +362,7 @@ def plot_trajectories(runs: list[Record], metrics: list[str], labels: list[str],
     scripts = ", ".join(dict.fromkeys(r.script for r in runs))
     fig.suptitle(f"{scripts}: metrics by {X_AXES[x]}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    io.save_figure(path, fig, dpi=120)
     plt.close(fig)
 
 
