@@ -163,6 +163,17 @@ def capacity(levels: list[dict]) -> int:
     return max((lv["length"] for lv in levels if lv["accuracy"] >= SUCCESS), default=0)
 
 
+def where_it_broke(record: dict) -> dict:
+    """For the error map of a sweep: the clean pass of the first prefix the text's kept
+    restart failed (the record itself when it reconstructed the whole text)."""
+    levels = next(run["levels"] for run in record["restarts"] if run["restart"] == record["restart"])
+    if "evaluation" not in levels[-1]:
+        return record
+    note = f"exact up to {record['capacity']} tokens; " if record["capacity"] else ""
+    return {**levels[-1]["evaluation"], "index": record["index"],
+            "full_length": record["full_length"], "note": note}
+
+
 def text_records(targets, tries, chosen, cfg: ProtoConfig) -> list[dict]:
     records = []
     for t, target in enumerate(targets):
@@ -270,8 +281,11 @@ def write_plots(out, run, curves, lr, records, tokenizer, cfg: ProtoConfig, mode
                           f"{cfg.restarts} restarts{', capacity sweep' if cfg.sweep else ''})",
                           out / "training_curves.png",
                           "step (sweep levels end to end)" if cfg.sweep else "step")
-    plots.error_map(records[:cfg.map_texts], tokenizer,
-                    f"04-proto reconstruction, {model}: target tokens by their probability",
+    shown = [where_it_broke(r) for r in records[:cfg.map_texts]] if cfg.sweep \
+        else records[:cfg.map_texts]
+    plots.error_map(shown, tokenizer,
+                    f"04-proto reconstruction, {model}: target tokens by their probability"
+                    + (" (sweep: at the first length each text failed)" if cfg.sweep else ""),
                     out / "error_map.png")
     names = ["training_curves", "error_map"]
     if cfg.sweep:

@@ -37,7 +37,8 @@ def capacity_sweep(model, tokenizer, targets: list[list[int]], e0: torch.Tensor,
                    m0: torch.Tensor | None, settings: Settings, start: int, log=None,
                    log_every: int = 10, bar=None) -> tuple[Result, list[int], list[list[dict]]]:
     """(result holding each text's vectors for its longest solved prefix (or its first try),
-    the prefix length those vectors are for, per text the list of levels tried)."""
+    the prefix length those vectors are for, per text the list of levels tried; the last
+    one, when it failed, carries its clean evaluation token by token)."""
     levels = [levels_for(len(t), start) for t in targets]
     e, m = e0.clone(), None if m0 is None else m0.clone()
     kept_e, kept_m = e.clone(), None if m is None else m.clone()
@@ -61,7 +62,9 @@ def capacity_sweep(model, tokenizer, targets: list[list[int]], e0: torch.Tensor,
             tried[r].append({"level": level, "length": score["length"],
                              "accuracy": score["accuracy"],
                              "training_accuracy": float(result.best_accuracy[i]),
-                             "steps": int(result.steps_run[i])})
+                             "steps": int(result.steps_run[i]),
+                             # where the text broke: the clean pass of its first failed level
+                             **({"evaluation": score} if score["accuracy"] < SUCCESS else {})})
             if score["accuracy"] >= SUCCESS or level == 0:
                 kept_e[r] = result.e[i]
                 if m is not None:
