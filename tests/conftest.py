@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random model built in code, configs written to tmp dirs."""
+"""Shared fixtures: tiny random models built in code, configs written to tmp dirs."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "rl_onoff"
-
 
 @pytest.fixture(scope="session")
 def tiny_random_model(tmp_path_factory) -> str:
@@ -24,6 +21,21 @@ def tiny_random_model(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("tiny_random")
     train_tiny.save(model, tokenizer, out)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def small_llama():
+    """Builds a seeded random 2-layer Llama (hidden 32, 4 heads, 2 KV heads; pad 0, EOS 1),
+    small enough that tests can check it against independent computations."""
+    def build(vocab_size: int):
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+        return LlamaForCausalLM(LlamaConfig(
+            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, eos_token_id=1)).eval()
+    return build
 
 
 @pytest.fixture

@@ -111,14 +111,8 @@ def test_batch_scaling_flags_shared_batches_and_passes_independent_ones():
 
 
 @pytest.fixture(scope="module")
-def lm():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=30, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0,
-                         eos_token_id=1)
-    model = LlamaForCausalLM(config).double().eval()
+def lm(small_llama):
+    model = small_llama(vocab_size=30).double()
     for module in model.modules():   # HF's RMSNorm normalises in fp32; keep fp64 throughout
         if type(module).__name__ == "LlamaRMSNorm":
             module.forward = types.MethodType(_rms_norm_fp64, module)
@@ -208,15 +202,10 @@ def test_adam_direction_uses_a_saved_optimizer_state(lm, tmp_path):
         Updater(params, OptimizerSpec("adam", state_path=str(tmp_path / "wrong.pt")))
 
 
-def test_lora_adapter_is_the_only_thing_stepped():
+def test_lora_adapter_is_the_only_thing_stepped(small_llama):
     """With peft, only the adapter's weights are trainable, stepped and restored."""
     peft = pytest.importorskip("peft")
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    base = LlamaForCausalLM(LlamaConfig(vocab_size=30, hidden_size=32, intermediate_size=64,
-                                        num_hidden_layers=2, num_attention_heads=4,
-                                        num_key_value_heads=2)).double()
+    base = small_llama(vocab_size=30).double()
     model = peft.get_peft_model(base, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"],
                                                       init_lora_weights=False))
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
@@ -317,11 +306,12 @@ def test_config_errors_name_the_key(write_config, section, message):
         load_config(write_config({"05_entropy": section}))
 
 
-def test_adapter_needs_peft(write_config):
+def test_adapter_needs_peft(write_config, monkeypatch):
     import importlib.util
 
-    if importlib.util.find_spec("peft") is not None:
-        pytest.skip("peft is installed")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",   # as if peft were not installed
+                        lambda name, *a: None if name == "peft" else real_find_spec(name, *a))
     with pytest.raises(ConfigError, match="05_entropy.adapter: a LoRA adapter needs the peft"):
         load_config(write_config({"05_entropy": {"adapter": "some/dir"}}))
 

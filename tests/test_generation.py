@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+from transformers import GenerationConfig
 
 from rl_onoff.decoding import SamplingParams, entropy_from_logits, sampling_logits
 from rl_onoff.generation import generate
@@ -19,12 +19,8 @@ class Tok:
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=0,
-                         eos_token_id=1)
-    return LlamaForCausalLM(config).eval()
+def model(small_llama):
+    return small_llama(vocab_size=40)
 
 
 def reference_probs(logits: np.ndarray, p: SamplingParams) -> np.ndarray:
