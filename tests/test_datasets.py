@@ -83,7 +83,7 @@ def test_files_jsonl_with_field_map(tmp_path):
 
 
 def test_local_copy_in_hub_columns(tmp_path):
-    gsm8k = write_jsonl(tmp_path / "test.jsonl", [
+    write_jsonl(tmp_path / "test.jsonl", [
         {"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = 7\n#### 7"}])
     assert load_dataset("gsm8k", split="test", path=tmp_path)[0]["answer"] == "7"
     math = tmp_path / "math.json"

@@ -349,7 +349,7 @@ def test_near_greedy_tree_rollouts_equal_plain_greedy_decoding(random_lm):
     branched = policy.rollout(starts)
     expected = generate(model, tokenizer, expected_prompts, SamplingParams(temperature=0.0),
                         12, eos_ids=[tokenizer.eos_token_id])
-    for leaf, (_, node, forced), g in zip(branched, starts, expected):
+    for leaf, (_, node, _), g in zip(branched, starts, expected):
         continuation = tokens(leaf)[node.depth + 1:]
         assert continuation == g.token_ids[:len(continuation)]
 
