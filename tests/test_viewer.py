@@ -355,6 +355,18 @@ def test_server_binds_to_localhost_and_warns_otherwise():
     assert load_config()["02_visualize"].address == "127.0.0.1"
 
 
+def test_screenshot_tool_passes_everything_after_dashes_to_the_viewer():
+    """The documented form: options, then `--` and the viewer's own --config/--set."""
+    args, viewer_args = browser.parse_args(
+        ["shot.png", "--prompt", "3", "--token", "9", "--", "--set", "02_visualize.input=d"])
+    assert (args.out, args.prompt, args.sample, args.token) == ("shot.png", 3, None, 9)
+    assert viewer_args == ["--set", "02_visualize.input=d"]
+    args, viewer_args = browser.parse_args(["shot.png", "--theme", "dark"])
+    assert args.theme == "dark" and viewer_args == []
+    with pytest.raises(SystemExit):  # an unknown option of ours is still an error
+        browser.parse_args(["shot.png", "--colour", "red"])
+
+
 # ---------------------------------------------------------------------------
 # A real browser
 

@@ -120,18 +120,27 @@ def screenshot(out: str, theme: str, prompt: int | None, sample: int | None, tok
         page.screenshot(path=out)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description="Screenshot the viewer in headless Chromium.")
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Our options, and the viewer's `--config`/`--set` after `--`. Split by hand: argparse
+    gives a `*` positional its (empty) share together with `out`, and would then reject
+    everything after `--` as unrecognised."""
+    split = argv.index("--") if "--" in argv else len(argv)
+    own, viewer_args = argv[:split], argv[split + 1:]
+    p = argparse.ArgumentParser(description="Screenshot the viewer in headless Chromium.",
+                                epilog="after --: the viewer's --config/--set")
     p.add_argument("out", help="PNG path")
     p.add_argument("--theme", choices=["light", "dark"], default="light")
     p.add_argument("--prompt", type=int, help="show this question (its index)")
     p.add_argument("--sample", type=int, help="show this response of it")
     p.add_argument("--token", type=int, help="click the token at this position")
     p.add_argument("--size", type=int, nargs=2, default=[1500, 1300], metavar=("W", "H"))
-    p.add_argument("viewer_args", nargs="*", help="after --: the viewer's --config/--set")
-    args = p.parse_args()
+    return p.parse_args(own), viewer_args
+
+
+def main() -> None:
+    args, viewer_args = parse_args(sys.argv[1:])
     screenshot(args.out, args.theme, args.prompt, args.sample, args.token, tuple(args.size),
-               args.viewer_args)
+               viewer_args)
     print(f"wrote {args.out}")
 
 
