@@ -345,7 +345,7 @@ def test_server_binds_to_localhost_and_warns_otherwise():
     assert "0.0.0.0:9000" in server.exposure("0.0.0.0", 9000)
     assert "every interface" in server.exposure(None, 8501)
     cfg = VisualizeConfig(port=9000)
-    command = server.command("x.py", cfg, ["--set", "a.b=1"])
+    command = server.command("x.py", cfg.address, cfg.port, ["--set", "a.b=1"])
     assert command[command.index("--server.address") + 1] == "127.0.0.1"
     assert command[command.index("--server.port") + 1] == "9000"
     assert command[command.index("--"):] == ["--", "--set", "a.b=1"]

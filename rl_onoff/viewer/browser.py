@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from rl_onoff.config import REPO_ROOT
+from rl_onoff.viewer.server import command
 
 SCRIPT = REPO_ROOT / "exp" / "02-visualize.py"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -42,12 +43,8 @@ def serve(argv: list[str], script: Path = SCRIPT,
     """`streamlit run SCRIPT -- ARGV` on a free port of 127.0.0.1, once it answers its health
     check: (url, process). The server is stopped when the block ends."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(script), "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--server.headless", "true",
-         "--server.fileWatcherType", "none",
-         "--browser.gatherUsageStats", "false", "--", *argv],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command(str(script), "127.0.0.1", port, argv),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_healthy(port, process, timeout)
         yield f"http://127.0.0.1:{port}", process

@@ -36,12 +36,12 @@ def exposure(address: str | None, port: int) -> str | None:
             "these outputs (no login). Bind to 127.0.0.1 and use SSH port forwarding instead.")
 
 
-def command(script: str, cfg: VisualizeConfig, argv: list[str]) -> list[str]:
+def command(script: str, address: str, port: int, argv: list[str]) -> list[str]:
     """The `streamlit run` command line for `script`, our own arguments after `--`, with the
     settings of .streamlit/config.toml that matter wherever it is started: no file watcher
     (a viewer does not reload on edits), no browser opened on the server, no usage stats."""
     return [sys.executable, "-m", "streamlit", "run", script,
-            "--server.address", cfg.address, "--server.port", str(cfg.port),
+            "--server.address", address, "--server.port", str(port),
             "--server.fileWatcherType", "none", "--server.headless", "true",
             "--browser.gatherUsageStats", "false", "--", *argv]
 
@@ -54,4 +54,4 @@ def launch(script: str, cfg: VisualizeConfig, argv: list[str]) -> None:
     print(f"02-visualize: serving {cfg.input} on http://{cfg.address}:{cfg.port}\n"
           f"  from another machine: ssh -L {cfg.port}:localhost:{cfg.port} THIS_HOST, then open "
           f"http://localhost:{cfg.port}", flush=True)
-    os.execv(sys.executable, command(script, cfg, argv))
+    os.execv(sys.executable, command(script, cfg.address, cfg.port, argv))
