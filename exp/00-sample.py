@@ -6,7 +6,7 @@ Writes exp/00-sample/output/results.json and statistics.json (section 00_sample)
 """
 
 from rl_onoff.cli import main
-from rl_onoff.sampling import run_sample
+from rl_onoff.sample.run import run_sample
 
 if __name__ == "__main__":
-    main(__doc__.splitlines()[0], run_sample)
+    main(__doc__.splitlines()[0], run_sample, section="00_sample")

@@ -10,4 +10,4 @@ from rl_onoff.cli import main
 from rl_onoff.distributions import run_dist
 
 if __name__ == "__main__":
-    main(__doc__.splitlines()[0], run_dist)
+    main(__doc__.splitlines()[0], run_dist, section="01_dist")

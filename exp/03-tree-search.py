@@ -10,4 +10,4 @@ from rl_onoff.cli import main
 from rl_onoff.search.run import run_tree_search
 
 if __name__ == "__main__":
-    main(__doc__.splitlines()[0], run_tree_search)
+    main(__doc__.splitlines()[0], run_tree_search, section="03_tree_search")

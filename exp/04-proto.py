@@ -10,4 +10,4 @@ from rl_onoff.cli import main
 from rl_onoff.proto.pipeline import run_proto
 
 if __name__ == "__main__":
-    main(__doc__.splitlines()[0], run_proto)
+    main(__doc__.splitlines()[0], run_proto, section="04_proto")

@@ -11,4 +11,4 @@ from rl_onoff.cli import main
 from rl_onoff.entropy import mode_argv, run_entropy
 
 if __name__ == "__main__":
-    main(__doc__.split("\n\n")[0], run_entropy, mode_argv(sys.argv[1:]))
+    main(__doc__.split("\n\n")[0], run_entropy, mode_argv(sys.argv[1:]), section="05_entropy")

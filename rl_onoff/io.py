@@ -72,12 +72,14 @@ def load_npz(path: Path):
     return np.load(path, allow_pickle=False)
 
 
-def append_jsonl(path: Path, record: dict) -> None:
-    """Append one line; a line is written whole or (on a crash) is the last, partial one,
-    which `read_jsonl` skips."""
+def append_jsonl(path: Path, records: dict | list[dict]) -> None:
+    """Append one record or several, in one write: a crash leaves them whole or a last line
+    cut short, which `read_jsonl` skips."""
+    records = [records] if isinstance(records, dict) else records
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.write(text)
         handle.flush()
 
 

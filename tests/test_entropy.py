@@ -344,7 +344,7 @@ def test_single_on_tiny_arith_agrees_with_the_real_step(write_config, tmp_path):
     from rl_onoff.entropy import run_entropy
 
     path = write_config({"05_entropy": {
-        "batch_e": 4, "batch_u": 6, "num_samples": 4, "max_new_tokens": 48, "lr": 1e-6,
+        "batch_e": 4, "batch_u": 6, "num_samples": 4, "sampling": {"max_new_tokens": 48}, "lr": 1e-6,
         "dataset": {"num_examples": 200}, "output_dir": str(tmp_path / "out")}})
     summary = run_entropy(load_config(path))
     out = next((tmp_path / "out" / "single").iterdir())

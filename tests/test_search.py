@@ -398,7 +398,7 @@ def test_stage_numbers_match_independent_recomputation(write_config, tmp_path, t
     path = write_config({"03_tree_search": {
         "models": ["tiny-arith", tiny_random_model],
         "dataset": {"num_examples": 3, "levels": [1, 2]},   # short answers: 32 tokens suffice
-        "rollouts": 4, "max_new_tokens": 32, "batch_size": 2, "output_dir": str(out)}})
+        "rollouts": 4, "sampling": {"max_new_tokens": 32}, "batch_size": 2, "output_dir": str(out)}})
     summary = run_tree_search(load_config(path))
     results = json.loads((out / "results.json").read_text())
     lines = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
@@ -454,7 +454,7 @@ def test_config_errors_name_the_key_and_the_fix(write_config):
     bad = write_config({"03_tree_search": {"shaping": {"lenght": -0.1}}})
     with pytest.raises(ConfigError, match=r"03_tree_search\.shaping\.lenght.*'length'"):
         load_config(bad)
-    with pytest.raises(ConfigError, match=r"03_tree_search\.temperature.*> 0"):
-        load_config(write_config({"03_tree_search": {"temperature": 0}}))
+    with pytest.raises(ConfigError, match=r"03_tree_search\.sampling\.temperature.*> 0"):
+        load_config(write_config({"03_tree_search": {"sampling": {"temperature": 0}}}))
     with pytest.raises(ConfigError, match=r"03_tree_search\.selection.*boltzmann, uct"):
         load_config(write_config({"03_tree_search": {"selection": "greedy"}}))

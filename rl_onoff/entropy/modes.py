@@ -44,11 +44,12 @@ class Session:
     @property
     def sampling(self) -> SamplingSpec:
         c = self.cfg
-        return SamplingSpec(c.num_samples, c.temperature, c.max_new_tokens, c.batch_size)
+        return SamplingSpec(c.num_samples, c.sampling.temperature, c.sampling.max_new_tokens,
+                            c.batch_size)
 
     @property
     def settings(self) -> ProbeSettings:
-        return ProbeSettings(lr=self.cfg.lr, temperature=self.cfg.temperature,
+        return ProbeSettings(lr=self.cfg.lr, temperature=self.cfg.sampling.temperature,
                              advantage_std=self.cfg.advantage_std)
 
     def sample(self, role: str, index: int, size: int, score: bool, timer: PhaseTimer):
@@ -343,7 +344,7 @@ def mode_debug(s: Session, out: Path, run) -> dict:
     d = s.cfg.debug
     small = dataclasses.replace(
         s.cfg, batch_e=d.batch_e, batch_u=d.batch_u, num_samples=d.num_samples,
-        max_new_tokens=d.max_new_tokens,
+        sampling=dataclasses.replace(s.cfg.sampling, max_new_tokens=d.max_new_tokens),
         batch_scaling=dataclasses.replace(s.cfg.batch_scaling, batch_e_values=d.batch_e_values,
                                           runs=d.runs),
         sanity_check=dataclasses.replace(s.cfg.sanity_check, runs=d.runs))

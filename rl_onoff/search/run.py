@@ -55,9 +55,10 @@ def run_tree_search(config: Config) -> dict:
 
 
 def _settings(cfg: TreeSearchConfig) -> dict:
-    keep = ("rollouts", "max_new_tokens", "temperature", "top_p", "top_k", "min_p", "lam",
+    keep = ("rollouts", "sampling", "lam",
             "widen_c", "widen_alpha", "selection", "uct_c", "shaping", "samples_ahead", "seed")
-    return {k: getattr(cfg, k) for k in keep}
+    return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+            for k in keep for v in [getattr(cfg, k)]}
 
 
 def run_model(config: Config, name: str, records: list[dict], out: Path) -> dict:
@@ -83,7 +84,7 @@ def run_model(config: Config, name: str, records: list[dict], out: Path) -> dict
                                              task.prefill), tokenizer, task.template)
                   for r in records]
     references = [r["answer"] for r in records]
-    params = SamplingParams(cfg.temperature, cfg.top_p, cfg.top_k, cfg.min_p)
+    params = cfg.sampling.params
     eos_ids = eos_token_ids(model, tokenizer)
     device = next(model.parameters()).device
     scorer = Scorer(tokenizer, cfg)
@@ -96,11 +97,11 @@ def run_model(config: Config, name: str, records: list[dict], out: Path) -> dict
         trees = search_questions(model, tokenizer, prompt_ids, references, cfg, params, eos_ids,
                                  scorer, logger)
         greedy = generate_all(model, tokenizer, prompt_ids, SamplingParams(temperature=0.0),
-                              cfg.max_new_tokens, eos_ids, cfg.batch_size)
+                              cfg.sampling.max_new_tokens, eos_ids, cfg.batch_size)
         with tqdm(desc=f"{SCRIPT} plain sampling {name}", unit="sample") as bar:
             pools, pool_seconds = sample_pools(
                 model, tokenizer, prompt_ids, [t["budget_tokens"] for t in trees], params,
-                cfg.max_new_tokens, eos_ids, cfg.batch_size, [len(g.token_ids) for g in greedy],
+                cfg.sampling.max_new_tokens, eos_ids, cfg.batch_size, [len(g.token_ids) for g in greedy],
                 torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + 999_983), bar)
         questions = []
         for q, record in enumerate(records):
@@ -138,7 +139,7 @@ class Scorer:
 
         texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_lists]
         scored = score_responses(texts, [len(ids) for ids in token_lists], finishes, references,
-                                 self.cfg.task, self.cfg.shaping, self.cfg.max_new_tokens)
+                                 self.cfg.task, self.cfg.shaping, self.cfg.sampling.max_new_tokens)
         return texts, scored
 
     def generated(self, generated: list, reference: str) -> list[dict]:
@@ -194,7 +195,7 @@ def search_group(model, tokenizer, index, prompt_ids, references, cfg: TreeSearc
 
     settings = Settings(cfg.lam, cfg.widen_c, cfg.widen_alpha, cfg.selection, cfg.uct_c)
     device = next(model.parameters()).device
-    policy = KVPolicy(model, params, eos_ids, cfg.max_new_tokens,
+    policy = KVPolicy(model, params, eos_ids, cfg.sampling.max_new_tokens,
                       torch.Generator(device=device).manual_seed(seed), tokenizer.pad_token_id,
                       cfg.samples_ahead)
     rng = random.Random(seed)
