@@ -207,10 +207,11 @@ class Stage:
                               "has no records; loosen `levels`/`subjects`/`num_examples`")
         return records
 
-    def prompts(self, records: list[dict], tokenizer, model=None
+    def prompts(self, records: list[dict], tokenizer, limit: int | None = None
                 ) -> tuple[list[dict], list[str], list[list[int]]]:
         """(records, prompt texts, prompt token ids) under the section's task. A prompt that
-        the model's context cannot hold with max_new_tokens is an error, or with
+        the model's context (`limit` tokens; see `context_length`) cannot hold with
+        max_new_tokens is an error, or with
         `task.on_long_prompt: skip` left out (and counted on the terminal)."""
         from rl_onoff.tasks import build_prompt, encode_prompt
 
@@ -219,7 +220,6 @@ class Stage:
                               task.system_prompt, task.enable_thinking, task.prefill)
                  for r in records]
         ids = [encode_prompt(t, tokenizer, task.template) for t in texts]
-        limit = context_length(model) if model is not None else None
         new = getattr(getattr(self.cfg, "sampling", None), "max_new_tokens", 0)
         long = {i for i, p in enumerate(ids) if limit is not None and len(p) + new > limit}
         if long and task.on_long_prompt == "error":

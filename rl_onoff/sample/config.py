@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from rl_onoff.config import DatasetConfig, SamplingConfig, StageConfig, TaskConfig, positive
 
@@ -13,6 +14,7 @@ class SampleConfig(StageConfig):
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    backend: Literal["hf", "vllm"] = "hf"  # hf: our loop (the reference) | vllm (extra: vllm)
     num_samples: int = 8                # responses per question
     batch_size: int = 64                # sequences generated together (never changes a sample)
     output_dir: str = "exp/00-sample/output"

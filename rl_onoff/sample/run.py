@@ -42,22 +42,21 @@ def run_sample(config: Config) -> dict:
 
 
 def _sample(stage) -> dict:
-    import torch
     from tqdm import tqdm
 
     from rl_onoff import stats
-    from rl_onoff.generation import eos_token_ids, generate, sample_seed
+    from rl_onoff.backends import load_backend
+    from rl_onoff.generation import sample_seed
     from rl_onoff.tasks.rewards import ScorePool
 
     cfg: SampleConfig = stage.cfg
     started = time.time()
     records = stage.load_dataset()
-    model, tokenizer = stage.load_model()
-    records, prompts, prompt_ids = stage.prompts(records, tokenizer, model)
+    engine = load_backend(cfg.backend, stage)
+    tokenizer = engine.tokenizer
+    records, prompts, prompt_ids = stage.prompts(records, tokenizer, engine.context_length)
     out = stage.claim()
     load_seconds = time.time() - started
-    params = cfg.sampling.params
-    eos_ids = eos_token_ids(model, tokenizer)
     done = {(line["qid"], line["s"]): line for line in _read_progress(out)}
     pending = [(q, s) for q, r in enumerate(records) for s in range(cfg.num_samples)
                if (r["id"], s) not in done]
@@ -67,17 +66,15 @@ def _sample(stage) -> dict:
     run = stage.run
 
     bar = tqdm(total=total, initial=total - len(pending), desc=SCRIPT, unit="sample")
-    with ScorePool(cfg.task.reward_workers, cfg.task.reward_timeout) as pool, \
-            torch.inference_mode():
+    with ScorePool(cfg.task.reward_workers, cfg.task.reward_timeout) as pool:
         scoring = None  # the previous batch's lines and the future of their scores
         for index, batch in enumerate(batches + [None]):
             generated = None
             if batch is not None:
                 start = time.time()
-                generated = generate(
-                    model, tokenizer, [prompt_ids[q] for q, _ in batch], params,
-                    cfg.sampling.max_new_tokens, stop=cfg.sampling.stop, eos_ids=eos_ids,
-                    seeds=[sample_seed(cfg.seed, records[q]["id"], s) for q, s in batch])
+                generated = engine.generate(
+                    [prompt_ids[q] for q, _ in batch],
+                    [sample_seed(cfg.seed, records[q]["id"], s) for q, s in batch])
                 seconds = time.time() - start
                 timing["generation_s"] += seconds
             if scoring is not None:  # scored while this batch generated
@@ -97,9 +94,9 @@ def _sample(stage) -> dict:
             tokens = sum(line["num_tokens"] for line in lines)
             bar.set_postfix(samples_s=f"{len(batch) / seconds:.1f}", tok_s=f"{tokens / seconds:.0f}")
     bar.close()
-    results = assemble_results(records, prompts, prompt_ids, done, cfg, stage.model_info, eos_ids)
+    results = assemble_results(records, prompts, prompt_ids, done, cfg, engine)
     timing.update(load_s=load_seconds, total_s=time.time() - started)
-    statistics = compute_statistics(results, cfg, stage.model_info, timing)
+    statistics = compute_statistics(results, cfg, engine.model_info, timing)
     io.write_json(out / RESULTS, results)
     io.write_json(out / STATISTICS, statistics)
     print(stats.format_table(statistics))
@@ -129,8 +126,7 @@ def _read_progress(out: Path) -> list[dict]:
     return io.read_jsonl(path) if path.is_file() else []
 
 
-def assemble_results(records, prompts, prompt_ids, done, cfg: SampleConfig, model_info,
-                     eos_ids) -> dict:
+def assemble_results(records, prompts, prompt_ids, done, cfg: SampleConfig, engine) -> dict:
     """results.json: per question its prompt, prompt token ids and samples, plus how they were
     made."""
     from rl_onoff.stats import answer_clusters, majority_vote
@@ -156,12 +152,12 @@ def assemble_results(records, prompts, prompt_ids, done, cfg: SampleConfig, mode
     seconds = sum(done[(r["id"], s)]["seconds"] for r in records for s in range(cfg.num_samples))
     return {
         "format_version": 2,
-        "model": model_info,
+        "model": engine.model_info,
         "dataset": dataclasses.asdict(cfg.dataset),
         "task": dataclasses.asdict(cfg.task),
         "generation": {**cfg.sampling.params.to_dict(), "num_samples": cfg.num_samples,
                        "max_new_tokens": cfg.sampling.max_new_tokens, "stop": cfg.sampling.stop,
-                       "eos_token_ids": eos_ids, "seed": cfg.seed, "backend": "hf",
+                       "eos_token_ids": engine.eos_ids, "seed": cfg.seed, "backend": engine.name,
                        "generation_seconds": seconds},
         "questions": questions,
     }
@@ -175,5 +171,5 @@ def compute_statistics(results: dict, cfg: SampleConfig, model_info: dict, timin
     tokens = sum(s["num_tokens"] for q in results["questions"] for s in q["samples"])
     return {**summary, "timing": timing, "wall_time_s": timing["total_s"],
             "tokens_per_s": tokens / seconds if seconds else None,
-            "model": model_info, "seed": cfg.seed, "generation": results["generation"],
+            "model": engine.model_info, "seed": cfg.seed, "generation": results["generation"],
             "dataset": results["dataset"], "config": dataclasses.asdict(cfg)}
