@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import sys
 from typing import Callable
 
@@ -66,3 +67,34 @@ def main(description: str, run: Callable, argv: list[str] | None = None,
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+
+
+# Script name -> (YAML section, its run function, an optional argv adapter). A new stage adds
+# its line here (and a thin exp/NN-name.py). 02-visualize, a Streamlit app, starts from its
+# own script.
+STAGES = {
+    "00-sample": ("00_sample", "rl_onoff.sample.run:run_sample", None),
+    "01-dist": ("01_dist", "rl_onoff.distributions:run_dist", None),
+    "03-tree-search": ("03_tree_search", "rl_onoff.search.run:run_tree_search", None),
+    "04-proto": ("04_proto", "rl_onoff.proto:run_proto", None),
+    "05-entropy": ("05_entropy", "rl_onoff.entropy:run_entropy", "rl_onoff.entropy:mode_argv"),
+}
+
+
+def _load(ref: str):
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def entry(argv: list[str] | None = None) -> None:
+    """`rl-onoff STAGE [--config ...] [--set ...]`: any stage from an installed package."""
+    argv = sys.argv[1:] if argv is None else argv
+    names = list(STAGES)
+    if not argv or argv[0] not in names:
+        print(f"usage: rl-onoff STAGE [--config PATH] [--set KEY=VALUE ...]\n"
+              f"STAGE: {', '.join(names)}", file=sys.stderr)
+        sys.exit(2)
+    stage, rest = argv[0], argv[1:]
+    section, run, adapter = STAGES[stage]
+    main(f"{stage}: see rl_onoff.{section}", _load(run), _load(adapter)(rest) if adapter else rest,
+         section=section)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from rl_onoff import io, tracking
 from rl_onoff.colors import color_for, model_key, short_name
-from rl_onoff.config import ConfigError, TrackingConfig, load_config
+from rl_onoff.config import ConfigError, TrackingConfig, default_config_path, load_config
 
 # Summary entries that say how a run was made (its config says it too), not how it did.
 NOT_METRICS = ("model", "config", "dataset", "generation", "seed")
@@ -141,8 +141,20 @@ class Catalog:
 
     @classmethod
     def scan(cls, roots: list[Path]) -> "Catalog":
-        records = [Record(p.parent, io.read_json(p))
-                   for root in roots for p in Path(root).glob("*/*/run.json")]
+        """Every readable record; a corrupt run.json is skipped with a warning on stderr."""
+        records = []
+        for root in roots:
+            for path in Path(root).glob("*/*/run.json"):
+                try:
+                    info = io.read_json(path)
+                except (OSError, ValueError) as err:
+                    print(f"warning: skipped {path}: unreadable ({err.__class__.__name__})",
+                          file=sys.stderr)
+                    continue
+                if isinstance(info, dict):
+                    records.append(Record(path.parent, info))
+                else:
+                    print(f"warning: skipped {path}: not a run record", file=sys.stderr)
         return cls(roots, sorted(records, key=lambda r: (r.started, r.path_id)))
 
     def where(self) -> str:
@@ -449,8 +461,8 @@ def roots(args) -> list[Path]:
     if args.config:
         config = load_config(args.config)
         found = [config.defaults.tracking.root, *[s.tracking.root for s in config.sections.values()]]
-        return [tracking.resolve_root(r) for r in dict.fromkeys(found)]
-    return [tracking.resolve_root(TrackingConfig().root)]
+        return [config.resolve(r) for r in dict.fromkeys(found)]
+    return [default_config_path().parent / TrackingConfig().root]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -79,12 +79,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def resolve_root(root: str | Path) -> Path:
-    """A YAML `tracking.root`: relative paths are relative to the repository root."""
-    root = Path(root).expanduser()
-    return root if root.is_absolute() else REPO_ROOT / root
-
-
 def process_start(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (Linux), to tell it from a later
     process that reused its pid; None where /proc does not say."""
@@ -266,7 +260,7 @@ def run_name(section, script: str) -> str:
 def start_run(script: str, config, section_name: str, output_dir: Path | None = None) -> Run:
     """Open the run record for `script` using the section's tracking settings."""
     section = config[section_name]
-    return Run(script, run_name(section, script), resolve_root(section.tracking.root),
+    return Run(script, run_name(section, script), config.resolve(section.tracking.root),
                config.to_dict(), section.seed, tracking=section.tracking, output_dir=output_dir,
                model=section.model)
 
