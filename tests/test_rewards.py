@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rl_onoff.tasks import answers_equivalent, extract_answer, score, score_detailed, score_many
-from rl_onoff.tasks.rewards import _WORKER
+from rl_onoff.tasks.rewards import _WORKER, ScorePool, normalize
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared/data/rl_onoff"
 PATHOLOGICAL = "\\boxed{9^{9^{9^{9}}}}"
@@ -34,6 +34,14 @@ DIGIT_RE = re.compile(r"\d")
     ("no box here: 42", None),
     ("\\boxed{}", None),
     ("\\boxedfoo{3}", None),
+    ("\\boxed5", "5"),  # TeX's single-token argument
+    ("so $\\boxed5$.", "5"),
+    ("\\boxed\\pi", "\\pi"),
+    ("\\boxed}", None),
+    ("\\boxed{2} and \\boxed{3}", "2, 3"),  # a listed answer, as math-verify reads it
+    ("$\\boxed{2}$, $\\boxed{3}$, or $\\boxed{4}$.", "2, 3, 4"),
+    ("\\boxed{1}. So \\boxed{2} and \\boxed{3}", "2, 3"),
+    ("\\boxed{\\boxed{2}}", "2"),
 ])
 def test_boxed_extraction(response, expected):
     assert extract_answer(response, "boxed") == expected
@@ -101,6 +109,36 @@ def test_wrong_answers_score_zero(response, reference):
     assert score(response, reference) == 0.0
 
 
+def _math_verify_reward(response: str, reference: str) -> float:
+    """math-verify's own verdict on a whole response, the way its README calls it."""
+    from math_verify import parse, verify
+
+    return 1.0 if verify(parse(f"\\boxed{{{reference}}}"), parse(response)) else 0.0
+
+
+@pytest.mark.parametrize("response, reference, expected", [
+    ("\\boxed{2} and \\boxed{3}", "2,3", 1.0),
+    ("$\\boxed{3}$, $\\boxed{2}$", "2,3", 1.0),
+    ("\\boxed{2} or \\boxed{3}", "2", 0.0),  # a hedge is not the answer
+    ("\\boxed{2 3}", "23", 0.0),  # no whitespace shortcut between digits
+    ("\\boxed{2 + 3}", "2+3", 1.0),
+    ("\\boxed5", "5", None),  # math-verify reads no box here; we read TeX's argument
+])
+def test_reward_edge_cases_against_math_verify(response, reference, expected):
+    ours = score(response, reference)
+    if expected is None:
+        assert ours == 1.0 and _math_verify_reward(response, reference) == 0.0
+    else:
+        assert ours == _math_verify_reward(response, reference) == expected
+
+
+def test_normalize_keeps_spaces_between_letters_and_digits():
+    assert normalize("2 3") != normalize("23")
+    assert normalize("x  y") == "x y" != normalize("xy")
+    assert normalize(" \\left( 1 , 2 \\right) ") == "(1,2)"
+    assert normalize("2 +\n 3") == "2+3"
+
+
 def test_structured_format_scores():
     assert score("<think>\\boxed{1}</think><answer>$\\frac{6}{7}$</answer>", "6/7", "structured") == 1.0
     assert score("<think><answer>6/7</answer></think><answer>1</answer>", "6/7", "structured") == 0.0
@@ -124,6 +162,29 @@ def test_score_many_and_answers_equivalent():
         score_many(["\\boxed{1}"], ["1", "2"])
     assert answers_equivalent("\\frac{1}{2}", "0.5")
     assert not answers_equivalent("\\frac{1}{2}", "0.25")
+
+
+def test_score_pool_times_out_one_item_of_a_parallel_batch():
+    responses = [PATHOLOGICAL, "\\boxed{0.5}", "\\boxed{1/3}", "none", "\\boxed{6/7}"]
+    references = ["5", "\\frac12", "1/2", "3", "\\frac{6}{7}"]
+    with ScorePool(2, timeout=1.0) as pool:
+        future = pool.submit(responses, references)
+        assert not future.done()  # the caller goes on (generating) while the batch is scored
+        results = future.result(timeout=60)
+        assert pool.submit([], []).result() == []
+    assert [r.status for r in results] == ["timeout", "ok", "ok", "no_answer", "ok"]
+    assert [r.reward for r in results] == [0.0, 1.0, 0.0, 0.0, 1.0]
+    assert [r.status for r in score_many(responses[:2], references[:2], timeout=1.0, workers=2)] == ["timeout", "ok"]
+
+
+def test_score_pool_rejects_bad_input():
+    with pytest.raises(ValueError, match="workers >= 1"):
+        score_many(["\\boxed{1}"], ["1"], workers=0)
+    with ScorePool(1) as pool:
+        with pytest.raises(ValueError, match="2 references"):
+            pool.submit(["\\boxed{1}"], ["1", "2"])
+        with pytest.raises(ValueError, match="boxed.*structured"):
+            pool.submit(["\\boxed{1}"], ["1"], format="latex")
 
 
 def _time_pathological(timeout: float) -> tuple[object, float]:
@@ -234,6 +295,19 @@ def test_wrong_answers_to_shared_references_score_zero(shared_references):
         wrong = _change_first_digit(reference)
         assert score(f"\\boxed{{{wrong}}}", reference) == 0.0, (name, index, reference, wrong)
     assert len(sample) >= 200
+
+
+def test_parallel_scoring_equals_serial_on_shared_references(shared_references):
+    """Right answers in another form and wrong answers, so math-verify does the work on both paths."""
+    sample = _sample(shared_references, per_file=5)
+    responses = [f"\\boxed{{x = {ref}}}" for _, _, ref in sample]
+    responses += [f"\\boxed{{{_change_first_digit(ref)}}}" for _, _, ref in sample]
+    references = [ref for _, _, ref in sample] * 2
+    serial = score_many(responses, references)
+    with ScorePool(2) as pool:
+        parallel = pool.submit(responses, references).result()
+    assert parallel == serial
+    assert 0 < sum(r.reward for r in serial) < len(serial)
 
 
 def _change_first_digit(answer: str) -> str:

@@ -1,11 +1,21 @@
 """Answer extraction: the final answer a response states, in its answer format.
 
 `boxed` answers are the content of the last non-empty `\\boxed{...}` (or
-`\\fbox{...}`, or `\\boxed 5`); `structured` answers are the content of the last
+`\\fbox{...}`); `structured` answers are the content of the last
 `<answer>...</answer>` block. With `ignore_think`, reasoning inside
 `<think>...</think>` is dropped first, so an answer the model only tried out
 while thinking does not count. `None` means nothing could be extracted (an
 extraction failure), as opposed to a wrong answer.
+
+Decisions on edge cases:
+- A box without braces (`\\boxed5`, `\\boxed 5`, `$\\boxed 42$.`) holds the text up
+  to the next space or `$`, less trailing `.,;`: TeX would box one token, but
+  `\\boxed 42` means 42.
+- Boxes listed one after another, separated only by `,`, `and` or `or` (and `$`),
+  form one answer, joined by commas: `\\boxed{2} and \\boxed{3}` -> `2, 3`, the
+  set math-verify reads from such a response. Boxes with other text between them
+  are not joined: the last one is the final answer (`first \\boxed{3}, then
+  \\boxed{4}` -> `4`; math-verify itself would read {3, 4}).
 """
 
 from __future__ import annotations
@@ -15,6 +25,8 @@ import re
 from rl_onoff.tasks.templates import FORMAT_INSTRUCTIONS
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
+_BARE_ARGUMENT_RE = re.compile(r"\s*([^\s${}]+)")
+_LIST_SEPARATOR_RE = re.compile(r"[\s$]*(?:,|,?\s*(?:and|or))[\s$]*")
 _THINK_BLOCK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _MATH_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\[", "\\]"), ("\\(", "\\)"))
@@ -49,16 +61,20 @@ def strip_think(text: str) -> str:
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last complete, non-empty box in `text`.
+    """The last complete, non-empty box in `text`, with the boxes listed right before it.
 
     Empty boxes (an echoed instruction) and unclosed ones (a cut response) are
     not answers, so the search moves on to the previous box.
     """
-    for match in reversed(list(_BOX_RE.finditer(text))):
-        content = _box_content(text, match.end())
-        if content:
-            return content
-    return None
+    boxes = [box for box in map(_box_at, _BOX_RE.finditer(text)) if box]
+    if not boxes:
+        return None
+    listed = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        if not _LIST_SEPARATOR_RE.fullmatch(text, box[1], listed[0][2]):
+            break
+        listed.insert(0, box)
+    return ", ".join(content for content, _, _ in listed)
 
 
 def last_answer_tag(text: str) -> str | None:
@@ -71,24 +87,29 @@ def last_answer_tag(text: str) -> str | None:
     return answer or None
 
 
-def _box_content(text: str, start: int) -> str | None:
-    """The argument of a box command whose name ends at `start`."""
-    rest = text[start:]
-    stripped = rest.lstrip()
-    if stripped.startswith("{"):
-        return _braced(stripped)
-    if not stripped or not rest[0].isspace():  # `\boxed5` is not a box
+def _box_at(command: re.Match) -> tuple[str, int, int] | None:
+    """(argument, its end, the command's start) of a matched box command; None for an
+    empty or unclosed box."""
+    text, start, command_start = command.string, command.end(), command.start()
+    brace = len(text) - len(text[start:].lstrip())
+    if text.startswith("{", brace):
+        end = _closing_brace(text, brace)
+        content = text[brace + 1:end].strip() if end is not None else ""
+        return (content, end + 1, command_start) if content else None
+    bare = _BARE_ARGUMENT_RE.match(text, start)
+    if not bare:
         return None
-    return stripped.split(maxsplit=1)[0].rstrip("$.,") or None
+    content = bare.group(1).rstrip(".,;")
+    return (content, bare.end(), command_start) if content else None
 
 
-def _braced(text: str) -> str | None:
-    """Content of the brace group opening `text`, or None when it never closes.
+def _closing_brace(text: str, open_at: int) -> int | None:
+    """Index of the brace closing the one at `open_at`, or None when it never closes.
 
     Escaped braces (`\\{`, `\\}`) are content, not grouping.
     """
     depth = 0
-    i = 0
+    i = open_at
     while i < len(text):
         char = text[i]
         if char == "\\":
@@ -99,7 +120,7 @@ def _braced(text: str) -> str | None:
         elif char == "}":
             depth -= 1
             if depth == 0:
-                return text[1:i].strip()
+                return i
         i += 1
     return None
 

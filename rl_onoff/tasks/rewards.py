@@ -8,10 +8,18 @@ LaTeX parser cannot read it picks out fragments, e.g. `19` from `19{}43`.)
 
 Symbolic comparison can run for ever (`\\boxed{9^{9^{9^{9}}}}`) and math-verify's
 own timeout relies on `signal.alarm`, which only works in the main thread. So
-parsing and comparing run in one persistent worker subprocess, reused across
+parsing and comparing run in a persistent worker subprocess, reused across
 items and killed and replaced when an item exceeds its time bound; this works
-from any thread. Answers that are equal as strings (after whitespace and
-spacing-command normalization) are decided without the worker.
+from any thread. `score_many(workers=N)` and `ScorePool` spread items over N
+such subprocesses (one item each at a time, the same bound per item); a
+`ScorePool` kept open scores one batch while the caller generates the next.
+
+Answers that are equal as strings after normalization are decided without the
+worker. Normalization drops only layout that never changes the meaning:
+`\\left`/`\\right`, spacing commands (`\\,` `\\!` ...), `\\dfrac`, and whitespace
+next to anything but a letter or digit. Whitespace between two letters or
+digits stays: `2 3` is not `23` (math-verify reads it as another number), so
+such answers go to math-verify.
 """
 
 from __future__ import annotations
@@ -24,10 +32,12 @@ import os
 import re
 import resource
 import select
+import queue
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -38,7 +48,8 @@ DEFAULT_TIMEOUT = 5.0
 STARTUP_TIMEOUT = 120.0  # importing sympy on a busy machine; not charged to any item
 
 _SPACING_RE = re.compile(r"\\(?:left|right)(?![a-zA-Z])|(?<!\\)\\[!,;: ]")
-_WHITESPACE_RE = re.compile(r"\s+(?![a-zA-Z])|(?<![a-zA-Z])\s+")
+_WHITESPACE_RE = re.compile(r"\s+(?![a-zA-Z0-9])|(?<![a-zA-Z0-9])\s+")
+_SPACES_RE = re.compile(r"\s+")
 _MATRIX_RE = re.compile(r"\\begin\{([pbvB]?matrix)\}(.*?)\\end\{\1\}", re.DOTALL)
 _LOST_ROW_BREAK_RE = re.compile(r"(?<!\\)\\(?=[\d.+-])")
 
@@ -68,24 +79,113 @@ def score_detailed(response: str, reference: str, format: str = "boxed", ignore_
 
     `timeout` bounds the math-verify comparison in seconds (None: unbounded).
     """
+    return _score_with(_WORKER, response, reference, format, ignore_think, timeout)
+
+
+def score_many(responses: Sequence[str], references: Sequence[str], format: str = "boxed",
+               ignore_think: bool = True, timeout: float | None = DEFAULT_TIMEOUT,
+               workers: int = 1) -> list[ScoreResult]:
+    """Score responses against their references (same length), one bound per item.
+
+    workers > 1 starts that many worker processes for this call (about a second
+    each); to score many batches, keep a `ScorePool` open instead.
+    """
+    _check_batch(responses, references, format)
+    if workers == 1:
+        return [score_detailed(response, reference, format, ignore_think, timeout)
+                for response, reference in zip(responses, references)]
+    with ScorePool(workers, timeout) as pool:
+        return pool.submit(responses, references, format, ignore_think).result()
+
+
+class ScorePool:
+    """`workers` math-verify processes scoring items in parallel, each item under `timeout`.
+
+    `submit` returns at once with a Future, so the caller can generate the next
+    batch while this one is scored. Close it (or use it as a context manager):
+    that waits for submitted items and ends the processes.
+    """
+
+    def __init__(self, workers: int, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"ScorePool needs workers >= 1 (the number of scoring processes); got {workers!r}")
+        self.timeout = timeout
+        self._workers = [_Worker() for _ in range(workers)]
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        for worker in self._workers:
+            self._idle.put(worker)
+        self._threads = ThreadPoolExecutor(workers, thread_name_prefix="score")
+        for _ in self._workers:  # start the processes side by side, before the first batch
+            self._threads.submit(self._on_idle_worker, _Worker.ensure_started)
+
+    def submit(self, responses: Sequence[str], references: Sequence[str], format: str = "boxed",
+               ignore_think: bool = True) -> Future:
+        """A Future of the responses' ScoreResults, in order (raises what an item raised)."""
+        _check_batch(responses, references, format)
+        return _gather([self._threads.submit(self._on_idle_worker, _score_with, response, reference,
+                                             format, ignore_think, self.timeout)
+                        for response, reference in zip(responses, references)])
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=True)
+        for worker in self._workers:
+            worker.close()
+
+    def __enter__(self) -> "ScorePool":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _on_idle_worker(self, function, *args):
+        """`function(worker, *args)` on a worker no other thread is using."""
+        worker = self._idle.get()
+        try:
+            return function(worker, *args)
+        finally:
+            self._idle.put(worker)
+
+
+def _gather(items: list[Future]) -> Future:
+    """One Future holding the results of `items` in order, set when the last one is done."""
+    batch: Future = Future()
+    remaining = len(items)
+    lock = threading.Lock()
+
+    def one_done(_: Future) -> None:
+        nonlocal remaining
+        with lock:
+            remaining -= 1
+            if remaining:
+                return
+        try:
+            batch.set_result([item.result() for item in items])
+        except BaseException as error:  # noqa: BLE001  (handed to whoever waits on the batch)
+            batch.set_exception(error)
+
+    if not items:
+        batch.set_result([])
+    for item in items:
+        item.add_done_callback(one_done)
+    return batch
+
+
+def _check_batch(responses: Sequence[str], references: Sequence[str], format: str) -> None:
+    if len(responses) != len(references):
+        raise ValueError(f"{len(responses)} responses but {len(references)} references")
+    check_format(format)
+
+
+def _score_with(worker: "_Worker", response: str, reference: str, format: str, ignore_think: bool,
+                timeout: float | None) -> ScoreResult:
     extracted = extract_answer(response, format, ignore_think)
     if extracted is None:
         return ScoreResult(0.0, None, "no_answer")
     if not reference or not reference.strip():
         return ScoreResult(0.0, extracted, "error")
-    outcome = _compare(reference, extracted, timeout)
+    outcome = _compare(reference, extracted, timeout, worker)
     reward = 1.0 if outcome == "equal" else 0.0
     return ScoreResult(reward, extracted, "ok" if outcome in ("equal", "different") else outcome)
-
-
-def score_many(responses: Sequence[str], references: Sequence[str], format: str = "boxed",
-               ignore_think: bool = True, timeout: float | None = DEFAULT_TIMEOUT) -> list[ScoreResult]:
-    """Score responses against their references (same length), one bound per item."""
-    if len(responses) != len(references):
-        raise ValueError(f"{len(responses)} responses but {len(references)} references")
-    check_format(format)
-    return [score_detailed(response, reference, format, ignore_think, timeout)
-            for response, reference in zip(responses, references)]
 
 
 def answers_equivalent(a: str, b: str, timeout: float | None = DEFAULT_TIMEOUT) -> bool:
@@ -97,17 +197,17 @@ def answers_equivalent(a: str, b: str, timeout: float | None = DEFAULT_TIMEOUT) 
 
 
 def normalize(answer: str) -> str:
-    """`answer` without layout that never changes its meaning (spaces, `\\left`, `\\!`, `\\dfrac`)."""
+    """`answer` without layout that never changes its meaning (see the module notes)."""
     answer = answer.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     answer = _SPACING_RE.sub("", answer)
-    return _WHITESPACE_RE.sub("", answer)
+    return _WHITESPACE_RE.sub("", _SPACES_RE.sub(" ", answer))
 
 
-def _compare(gold: str, pred: str, timeout: float | None) -> str:
+def _compare(gold: str, pred: str, timeout: float | None, worker: "_Worker | None" = None) -> str:
     """The outcome: equal, different, timeout or error."""
     if normalize(gold) == normalize(pred):
         return "equal"
-    return _WORKER.compare(gold, pred, timeout)
+    return (worker or _WORKER).compare(gold, pred, timeout)
 
 
 class _ItemTimeout(Exception):
@@ -124,8 +224,7 @@ class _Worker:
 
     def compare(self, gold: str, pred: str, timeout: float | None) -> str:
         with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self._start()
+            self._start_if_stopped()
             try:
                 self._send({"gold": gold, "pred": pred, "timeout": timeout})
                 reply = self._receive(timeout)
@@ -141,6 +240,15 @@ class _Worker:
             if "error" in reply:
                 return "error"
             return "equal" if reply["equal"] else "different"
+
+    def ensure_started(self) -> None:
+        """Start the process now rather than at the first comparison."""
+        with self._lock:
+            self._start_if_stopped()
+
+    def _start_if_stopped(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            self._start()
 
     def close(self) -> None:
         """Kill the worker (a later comparison starts a fresh one)."""
