@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from rl_onoff.tasks import answers_equivalent, extract_answer, score, score_detailed, score_many
+from rl_onoff.tasks import (
+    answers_equivalent,
+    extract_answer,
+    score,
+    score_detailed,
+    score_many,
+)
 from rl_onoff.tasks.rewards import _WORKER, ScorePool, normalize
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared/data/rl_onoff"

@@ -10,8 +10,17 @@ import statistics
 import numpy as np
 import pytest
 
-from rl_onoff.stats import (accuracy_stats, answer_clusters, format_table, ks_for, maj_at_k, majority_vote,
-                            mean_interval, pass_at_k, summarize)
+from rl_onoff.stats import (
+    accuracy_stats,
+    answer_clusters,
+    format_table,
+    ks_for,
+    maj_at_k,
+    majority_vote,
+    mean_interval,
+    pass_at_k,
+    summarize,
+)
 
 
 def brute_force_pass_at_k(outcomes: list[bool], k: int) -> float:

@@ -29,10 +29,10 @@ import functools
 import json
 import logging
 import os
+import queue
 import re
 import resource
 import select
-import queue
 import subprocess
 import sys
 import threading
@@ -131,7 +131,7 @@ class ScorePool:
         for worker in self._workers:
             worker.close()
 
-    def __enter__(self) -> "ScorePool":
+    def __enter__(self) -> ScorePool:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -176,7 +176,7 @@ def _check_batch(responses: Sequence[str], references: Sequence[str], format: st
     check_format(format)
 
 
-def _score_with(worker: "_Worker", response: str, reference: str, format: str, ignore_think: bool,
+def _score_with(worker: _Worker, response: str, reference: str, format: str, ignore_think: bool,
                 timeout: float | None) -> ScoreResult:
     extracted = extract_answer(response, format, ignore_think)
     if extracted is None:
@@ -203,7 +203,7 @@ def normalize(answer: str) -> str:
     return _WHITESPACE_RE.sub("", _SPACES_RE.sub(" ", answer))
 
 
-def _compare(gold: str, pred: str, timeout: float | None, worker: "_Worker | None" = None) -> str:
+def _compare(gold: str, pred: str, timeout: float | None, worker: _Worker | None = None) -> str:
     """The outcome: equal, different, timeout or error."""
     if normalize(gold) == normalize(pred):
         return "equal"
