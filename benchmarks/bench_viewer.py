@@ -42,7 +42,9 @@ import numpy as np
 
 from rl_onoff import io
 from rl_onoff.distributions import store, summary
-from rl_onoff.viewer import browser
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's tools/
+from tools import browser  # noqa: E402
 
 GOAL_SECONDS, GOAL_MB = 3.0, 500
 CHUNK = 1 << 20  # tokens generated at a time

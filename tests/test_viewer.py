@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -22,8 +23,9 @@ import pytest
 import yaml
 from streamlit.testing.v1 import AppTest
 
-from rl_onoff.config import ConfigError, REPO_ROOT, VisualizeConfig, load_config
-from rl_onoff.viewer import browser, data, server, tokens
+from rl_onoff.config import ConfigError, REPO_ROOT, load_config
+from rl_onoff.viewer import data, forks, server, text, tokens
+from tools import browser
 
 SCRIPT = REPO_ROOT / "exp" / "02-visualize.py"
 SAMPLE_SPAN = 'class="t s'
@@ -67,6 +69,11 @@ def app(monkeypatch, *argv: str) -> AppTest:
     at.run()
     assert not at.exception, [e.message for e in at.exception]
     return at
+
+
+def unescaped(markdown: str) -> str:
+    """Markdown written through text.plain, back to the text (undo backslash escapes)."""
+    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def component_html(at: AppTest) -> str:
@@ -181,28 +188,36 @@ def test_colormap_is_matplotlibs_ylorrd():
 def test_scale_steps_and_contrast():
     assert tokens.contrast("#000000", "#ffffff") == pytest.approx(21)
     assert tokens.contrast("#767676", "#ffffff") == pytest.approx(4.54, abs=0.01)  # WCAG's example
-    scale = tokens.Scale.build(top=2.0, shades=8, unit="nats")
-    assert np.allclose(scale.edges, np.arange(8) * 0.25)
-    values = [0, 0.2499, 0.25, 1.7, 1.99, 2.0, 5.0, -1.0, np.nan]
-    assert scale.step(values).tolist() == [0, 0, 1, 6, 7, 7, 7, 0, 7]
+    scale = tokens.Scale.linear(top=2.0, shades=8, unit="nats")
+    assert np.allclose(scale.edges, np.arange(8) * 2 / 7) and scale.top == 2.0
+    values = np.array([0, 0.28, 0.2858, 1.7, 1.99, 2.0, 5.0, -1.0, np.nan])
+    expected = np.clip(np.floor(np.nan_to_num(values, nan=9) / 2 * 7), 0, 7)
+    assert scale.step(values).tolist() == expected.tolist() == [0, 0, 1, 5, 6, 7, 7, 0, 7]
+    # the legend's darkest swatch starts where the caption says the scale tops out
+    assert scale.labels[0] == "< 0.29" and scale.labels[-1] == "≥ 2.00"
     assert scale.colours[0] is None  # the lowest step keeps the theme's text and background
     backgrounds = [bg for bg, _ in scale.colours[1:]]
     assert len(set(backgrounds)) == 7
     assert np.all(np.diff([tokens.luminance(bg) for bg in backgrounds]) < 0)  # darker = higher
-    for bg, text in scale.colours[1:]:
-        assert tokens.contrast(bg, text) >= 4.5  # WCAG AA for body text, in any theme
+    for bg, text_colour in scale.colours[1:]:
+        assert tokens.contrast(bg, text_colour) >= 4.5  # WCAG AA for body text, in any theme
+    ranks = tokens.Scale.bins(data.RANK_EDGES, "rank")
+    assert ranks.labels == ("0", "1–9", "10–99", "100–999", "≥ 1000")
+    assert ranks.step([0, 1, 9, 10, 99, 100, 999, 1000, 5000]).tolist() == \
+        [0, 1, 1, 2, 2, 3, 3, 4, 4]
 
 
 def test_html_escapes_tokens_and_keeps_whitespace():
-    scale = tokens.Scale.build(top=1.0, shades=4, unit="nats")
-    html = tokens.response_html(["a<b", " \n", "  x", "<|endoftext|>"], np.array([0, 0.3, 0.6, 2]),
-                                scale, 1, ["t0", 't"1', "t2", "t3"], "entropy")
+    scale = tokens.Scale.linear(top=1.0, shades=4, unit="nats")
+    html = tokens.response_html(["a<b", " \n", "  x", "<|endoftext|>"], np.array([0, 0.4, 0.7, 2]),
+                                scale, 1, ["t0", 't"1', "t2", "t3"], "entropy", fork=2)
     assert "a&lt;b" in html and "&lt;|endoftext|&gt;" in html and "<|" not in html
     assert ">  x<" in html and "> \n<" in html
     assert span_steps(html).tolist() == [0, 1, 2, 3]
     assert 'class="t s1 nl sel"' in html and html.count(" sel") == 1
     assert 'title="t&quot;1"' in html
-    assert html.count('class="sw s') == 4 and "&ge; 0.75" in html and "&lt; 0.25" in html
+    assert 'class="t s2 fork"' in html and html.count(" fork") == 1
+    assert html.count('class="sw s') == 4 and "≥ 1.00" in html and "&lt; 0.33" in html
 
 
 # ---------------------------------------------------------------------------
@@ -212,11 +227,11 @@ def test_html_escapes_tokens_and_keeps_whitespace():
 def test_page_shows_the_prompt_sample_and_token_selected(pipeline, monkeypatch):
     config, results, _, arrays, _ = pipeline
     at = app(monkeypatch, "--config", str(config))
-    assert any(results["questions"][0]["question"] in m.value for m in at.markdown)
+    assert any(text.plain(results["questions"][0]["question"]) in m.value for m in at.markdown)
 
     q, s = 1, 2
     at.sidebar.selectbox(key="prompt").set_value(q).run()
-    assert any(results["questions"][q]["question"] in m.value for m in at.markdown)
+    assert any(text.plain(results["questions"][q]["question"]) in m.value for m in at.markdown)
     at.selectbox(key=f"sample-{q}").set_value(s).run()
     span = rows(pipeline, q, s)
     entropy, logprob = arrays["entropy"][span], arrays["logprob"][span]
@@ -226,8 +241,11 @@ def test_page_shows_the_prompt_sample_and_token_selected(pipeline, monkeypatch):
     position = 3
     at.number_input(key=f"token-{q}-{s}").set_value(position).run()
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["entropy (T=1)"] == f"{entropy[position]:.4f}"
-    assert metrics["sampled entropy"] == f"{arrays['sampled_entropy'][span][position]:.4f}"
+    # 00 sampled at T=1 without top-p/k: the two entropies are one, shown once
+    assert np.allclose(arrays["entropy"], arrays["sampled_entropy"], atol=1e-6)
+    assert metrics["entropy (T=1, = sampled)"] == f"{entropy[position]:.4f}"
+    assert "sampled entropy" not in metrics
+    assert "sampled entropy" not in at.selectbox(key="view").options
     assert metrics["log p (T=1)"] == f"{logprob[position]:.4f}"
     assert metrics["rank (0: most likely)"] == str(arrays["rank"][span][position])
 
@@ -235,17 +253,24 @@ def test_page_shows_the_prompt_sample_and_token_selected(pipeline, monkeypatch):
     assert html.count(SAMPLE_SPAN) == len(entropy)
     assert f'sel" data-i="{position}"' in html
     top = np.quantile(arrays["entropy"], 0.99)  # the default scale: the run's 99% quantile
-    assert np.array_equal(span_steps(html), np.clip(np.floor(entropy / top * 8), 0, 7))
+    assert np.array_equal(span_steps(html), np.clip(np.floor(entropy / top * 7), 0, 7))
 
     bars = chart_data(at, 0)  # the top-k chart of the selected token
     assert bars["id"].tolist()[:5] == arrays["topk_ids"][span][position].tolist()
     assert bars.loc[bars["sampled"], "id"].tolist() == [arrays["token_ids"][span][position]]
 
-    at.radio(key="view").set_value("surprisal").run()
+    at.selectbox(key="view").set_value("surprisal").run()
     html = component_html(at)
     assert "surprisal" in html
     top = np.quantile(-arrays["logprob"].astype(np.float64), 0.99)
-    assert np.array_equal(span_steps(html), np.clip(np.floor(-logprob / top * 8), 0, 7))
+    assert np.array_equal(span_steps(html), np.clip(np.floor(-logprob / top * 7), 0, 7))
+    at.selectbox(key="view").set_value("rank").run()
+    gltr = np.digitize(arrays["rank"][span], [1, 10, 100, 1000])
+    assert np.array_equal(span_steps(component_html(at)), gltr)
+    assert "sampler gap" not in at.selectbox(key="view").options  # 01 did not score a vLLM run
+    # the URL's query follows the view: directory, prompt, response, token
+    assert {k: str(v) for k, v in at.query_params.items()} == {
+        "dir": str(pipeline[2]), "prompt": str(q), "response": str(s), "token": str(position)}
 
 
 def test_page_filters_list_the_matching_prompts(pipeline, monkeypatch):
@@ -291,18 +316,18 @@ def test_page_explains_a_missing_empty_or_corrupt_output(pipeline, tmp_path, mon
         meta = json.loads((target / "distributions.json").read_text())
         (target / "distributions.json").write_text(json.dumps({**meta, "format_version": 99}))
     at = app(monkeypatch, "--config", str(config), "--set", f"02_visualize.input={target}")
-    assert len(at.error) == 1 and message in at.error[0].value
-    assert "exp/01-dist.py" in at.error[0].value or damage == "version"
+    assert len(at.error) == 1 and message in unescaped(at.error[0].value)
+    assert "exp/01-dist.py" in unescaped(at.error[0].value) or damage == "version"
 
 
 def test_page_reports_configuration_errors(monkeypatch, pipeline):
     config = pipeline[0]
     at = app(monkeypatch, "--config", str(config), "--set", "02_visualize.port=0")
-    assert "02_visualize.port: got 0; allowed: 1 to 65535" in at.error[0].value
+    assert "02_visualize.port: got 0; allowed: 1 to 65535" in unescaped(at.error[0].value)
     at = app(monkeypatch, "--config", str(config), "--set", "02_visualize.shade=4")
-    assert "did you mean 'shades'" in at.error[0].value
+    assert "did you mean 'shades'" in unescaped(at.error[0].value)
     at = app(monkeypatch, "--no-such-flag")
-    assert "usage: streamlit run exp/02-visualize.py --" in at.error[0].value
+    assert "usage: streamlit run exp/02-visualize.py --" in unescaped(at.error[0].value)
 
 
 def test_run_tab_summarises_the_run(pipeline, monkeypatch):
@@ -317,7 +342,8 @@ def test_run_tab_summarises_the_run(pipeline, monkeypatch):
     assert metrics["responses"] == f"{len(rewards):,}"
     assert metrics["tokens"] == f"{len(arrays['entropy']):,}"
     assert metrics["accuracy"] == f"{np.mean(np.array(rewards) > 0):.3f}"
-    assert metrics["mean entropy"] == f"{arrays['entropy'].mean():.4f}"
+    assert metrics["mean entropy (= sampled)"] == f"{arrays['entropy'].mean():.4f}"
+    assert "mean sampled entropy" not in metrics
     assert len(at.get("vega_lite_chart")) == 3  # histogram, by position, correct vs incorrect
 
 
@@ -344,14 +370,18 @@ def test_server_binds_to_localhost_and_warns_otherwise():
     assert server.exposure("127.0.0.1", 8501) is None
     assert "0.0.0.0:9000" in server.exposure("0.0.0.0", 9000)
     assert "every interface" in server.exposure(None, 8501)
-    cfg = VisualizeConfig(port=9000)
+    cfg = load_config(None, ["02_visualize.port=9000"])["02_visualize"]
     command = server.command("x.py", cfg.address, cfg.port, ["--set", "a.b=1"])
+    hosts = [command[i + 1] for i, flag in enumerate(command) if flag == "--server.allowedHosts"]
+    assert hosts == ["localhost", "127.0.0.1", "::1"]
+    assert command[command.index("--client.showErrorDetails") + 1] == "type"
     assert command[command.index("--server.address") + 1] == "127.0.0.1"
     assert command[command.index("--server.port") + 1] == "9000"
     assert command[command.index("--"):] == ["--", "--set", "a.b=1"]
     assert command[command.index("--browser.gatherUsageStats") + 1] == "false"
     project = tomllib.loads((REPO_ROOT / ".streamlit" / "config.toml").read_text())
     assert project["server"]["address"] == "127.0.0.1"
+    assert project["server"]["allowedHosts"] == list(server.ALLOWED_HOSTS)
     assert load_config()["02_visualize"].address == "127.0.0.1"
 
 
@@ -365,6 +395,137 @@ def test_screenshot_tool_passes_everything_after_dashes_to_the_viewer():
     assert args.theme == "dark" and viewer_args == []
     with pytest.raises(SystemExit):  # an unknown option of ours is still an error
         browser.parse_args(["shot.png", "--colour", "red"])
+
+
+def derived(pipeline, dest, repeat: int = 1, extra: dict | None = None, edit=None):
+    """A copy of the fixture's 01 output written here with numpy and json: its arrays repeated
+    `repeat` times (question 0's first response then spans all of them), `extra` arrays
+    added, `edit(meta)` applied to the JSON."""
+    _, _, out, arrays, _ = pipeline
+    written = {name: np.concatenate([values] * repeat) for name, values in arrays.items()}
+    written.update(extra or {})
+    dest.mkdir()
+    np.savez(dest / "distributions.npz", **written)
+    meta = json.loads((out / "distributions.json").read_text())
+    meta["arrays"] = {name: {"dtype": str(v.dtype), "shape": list(v.shape)}
+                      for name, v in written.items()}
+    first = meta["questions"][0]["samples"][0]
+    first.update(length=len(written["entropy"]) if repeat > 1 else first["length"])
+    first["high_entropy_positions"] = np.argsort(
+        -written["entropy"][:first["length"]], kind="stable")[:10].tolist()
+    if edit:
+        edit(meta)
+    (dest / "distributions.json").write_text(json.dumps(meta))
+    return dest
+
+
+# ---------------------------------------------------------------------------
+# Where answers fork, numbers and plain text
+
+
+def test_outcome_forks_of_hand_made_responses():
+    correct = [1, 2, 3, 4, 5, 6]
+    near = [1, 2, 3, 4, 5, 9, 9]   # incorrect: parts from `correct` at 5
+    far = [1, 2, 7]                # incorrect: parts from `correct` at 2
+    cut = [1, 2, 3, 4, 5, 6, 7]    # truncated: no answer, no fork
+    got = forks.outcome_forks([np.array(t) for t in (correct, near, far, cut)],
+                              ["correct", "incorrect", "incorrect", "truncated"])
+    assert got == [forks.Fork(0, 5, 1), forks.Fork(1, 5, 0), forks.Fork(2, 2, 0)]
+    # a response that is the start of one of the other outcome never drew differently
+    assert forks.outcome_forks([np.array([1, 2]), np.array([1, 2, 3])],
+                               ["correct", "incorrect"]) == []
+    assert forks.outcome_forks([np.array(correct)] * 2, ["correct"] * 2) == []
+
+
+def test_fork_table_matches_a_brute_force_alignment_of_00s_tokens(pipeline):
+    _, results, out, arrays, offsets = pipeline
+    table = forks.fork_table(data.open_run(out), list(range(len(results["questions"]))))
+    expected = []
+    for q, question in enumerate(results["questions"]):
+        samples = question["samples"]
+        kinds = ["truncated" if r["finish_reason"] == "length" else
+                 "correct" if r["reward"] > 0 else "incorrect" for r in samples]
+        for s, (rec, kind) in enumerate(zip(samples, kinds)):
+            best = None
+            for t, other in enumerate(samples):
+                if {kind, kinds[t]} != {"correct", "incorrect"}:
+                    continue
+                shared = 0
+                while (shared < min(len(rec["token_ids"]), len(other["token_ids"]))
+                       and rec["token_ids"][shared] == other["token_ids"][shared]):
+                    shared += 1
+                if best is None or shared > best[0]:
+                    best = (shared, t)
+            if best and best[0] < min(len(rec["token_ids"]), len(samples[best[1]]["token_ids"])):
+                expected.append((q, s, best[0], best[1],
+                                 float(arrays["entropy"][offsets[q][s] + best[0]])))
+    got = list(zip(table["question"], table["response"], table["fork at"], table["parts from"],
+                   table["entropy there"]))
+    assert [g[:4] for g in got] == [e[:4] for e in expected]
+    assert np.allclose([g[4] for g in got], [e[4] for e in expected])
+
+
+def test_fixed_rounds_like_the_browser_and_plain_renders_as_typed():
+    # JavaScript's toFixed rounds the exact binary value, ties away from zero: 0.625 is exact
+    # (a tie, up), 1.005 is stored as 1.00499999999999989... (down), -0.0001 has no sign left
+    assert [text.fixed(v, 2) for v in (0.625, 1.005, -0.625, -0.0001, 2.675)] == \
+        ["0.63", "1.00", "-0.63", "0.00", "2.67"]
+    assert text.fixed(5 / 8, 2) != f"{5 / 8:.2f}"  # Python's own format rounds the tie to even
+    from markdown_it import MarkdownIt
+
+    hostile = "Find $x$ if *a* _b_ ![](http://127.0.0.1:9/x.png) <img src=y> :red[z] # 1. `q`\nnext"
+    rendered = MarkdownIt("commonmark").render(text.plain(hostile))
+    assert "<img" not in rendered and "<em>" not in rendered and "<code>" not in rendered
+    assert rendered == "<p>" + hostile.replace("&", "&amp;").replace("<", "&lt;").replace(
+        ">", "&gt;").replace('"', "&quot;").replace("\n", "<br />\n") + "</p>\n"
+
+
+def test_page_shows_file_text_as_typed_and_path_errors_in_one_line(pipeline, tmp_path,
+                                                                   monkeypatch):
+    config = pipeline[0]
+    hostile = "What is *6* _times_ $7$? ![](http://127.0.0.1:9/x.png)"
+
+    def edit(meta):
+        meta["questions"][0]["question"] = hostile
+
+    out = derived(pipeline, tmp_path / "01", edit=edit)
+    at = app(monkeypatch, "--config", str(config), "--set", f"02_visualize.input={out}")
+    assert text.plain(hostile) in [m.value for m in at.markdown]
+    for typed, reason in (("x" * 5000, "File name too long"), ("a\x00b", "does not exist")):
+        at.sidebar.text_input(key="run_dir").set_value(typed).run()
+        assert not at.exception
+        (error,) = at.error
+        message = unescaped(error.value)
+        assert reason in message and "\n" not in message and len(message) < 700
+
+
+def test_sampler_gap_colours_tokens_by_the_absolute_gap(pipeline, tmp_path, monkeypatch):
+    config, _, _, arrays, _ = pipeline
+    delta = np.random.default_rng(0).normal(0, 0.3, len(arrays["entropy"])).astype(np.float32)
+    out = derived(pipeline, tmp_path / "01", extra={"sampler_delta": delta})
+    at = app(monkeypatch, "--config", str(config), "--set", f"02_visualize.input={out}")
+    at.selectbox(key="view").set_value("sampler gap").run()
+    span = rows(pipeline, 0, 0)
+    top = np.quantile(np.abs(delta.astype(np.float64)), 0.99)
+    assert np.array_equal(span_steps(component_html(at)),
+                          np.clip(np.floor(np.abs(delta[span]) / top * 7), 0, 7))
+    position = at.number_input(key="token-0-0").value
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["log π_sampler − log π_trainer"] == f"{delta[span][position]:.4f}"
+
+
+def test_a_permalink_opens_its_prompt_response_and_token(pipeline, monkeypatch):
+    config = pipeline[0]
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--config", str(config)])
+    at = AppTest.from_file(str(SCRIPT), default_timeout=60)
+    at.query_params.update({"dir": str(pipeline[2]), "prompt": "2", "response": "1",
+                            "token": "4"})
+    at.run()
+    assert not at.exception
+    assert at.sidebar.selectbox(key="prompt").value == 2
+    assert at.selectbox(key="sample-2").value == 1
+    assert at.number_input(key="token-2-1").value == 4
+    assert 'sel" data-i="4"' in component_html(at)
 
 
 # ---------------------------------------------------------------------------

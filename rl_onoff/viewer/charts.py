@@ -70,14 +70,15 @@ def trace_chart(values: np.ndarray, selected: int, title: str) -> Chart:
          "encoding": {"x": {"field": "position", "type": "quantitative"}}}]}
 
 
-def histogram_chart(summary: dict) -> Chart:
-    """Tokens per entropy bin, full and sampled distributions, counts on a log-like axis."""
+def histogram_chart(summary: dict, both: bool = True) -> Chart:
+    """Tokens per entropy bin, full and (if `both`: they differ) sampled distributions, counts
+    on a log-like axis."""
     hist = summary["histogram"]
-    data = pd.concat([_steps(hist["edges"], hist["entropy"], FULL),
-                      _steps(hist["edges"], hist["sampled_entropy"], SAMPLED)])
+    series = [(FULL, "entropy"), (SAMPLED, "sampled_entropy")][:2 if both else 1]
+    data = pd.concat([_steps(hist["edges"], hist[key], name) for name, key in series])
     return data, _step_lines(data, "tokens", 1.0,
                              f"Per-token entropy ({summary['num_tokens']:,} tokens)",
-                             [FULL, SAMPLED])
+                             [name for name, _ in series])
 
 
 def correct_chart(summary: dict) -> Chart | None:
@@ -101,15 +102,15 @@ def correct_chart(summary: dict) -> Chart | None:
                              [p["series"].iloc[0] for p in parts], colours)
 
 
-def position_chart(summary: dict) -> Chart:
+def position_chart(summary: dict, both: bool = True) -> Chart:
     """Mean entropy at each response position (left axis), over the number of responses that
-    reach it (grey, right axis)."""
+    reach it (grey, right axis); the sampled distribution's too if `both`."""
     pos = summary["by_position"]
     x = np.arange(len(pos["count"]))
     data = pd.concat([pd.DataFrame({"position": x, "series": series, "entropy": pos[key],
                                     "responses": pos["count"]})
                       for series, key in ((FULL, "mean_entropy"),
-                                          (SAMPLED, "mean_sampled_entropy"))])
+                                          (SAMPLED, "mean_sampled_entropy"))[:2 if both else 1]])
     position = {"field": "position", "type": "quantitative",
                 "title": "position in the response (tokens)"}
     return data, {"title": "Entropy by position", "height": HEIGHT,
@@ -124,7 +125,8 @@ def position_chart(summary: dict) -> Chart:
                       "y": {"field": "entropy", "type": "quantitative",
                             "title": "mean entropy (nats)", "axis": {"orient": "left"}},
                       "color": {"field": "series", "type": "nominal",
-                                "scale": {"domain": [FULL, SAMPLED]}, "legend": LEGEND},
+                                "scale": {"domain": [FULL, SAMPLED][:2 if both else 1]},
+                                "legend": LEGEND},
                       "strokeDash": {"field": "series", "type": "nominal", "legend": None},
                       "tooltip": [{"field": "series"}, {"field": "position"},
                                   {"field": "entropy", "format": ".4f"}]}}]}

@@ -3,6 +3,9 @@
 A Streamlit (v2) component with no iframe: the HTML is set as the content of
 the component's root; a click on a token marks it at once and sends its
 position to Python as the trigger value `clicked`, which reruns the script.
+However a token was selected (click, position box, trace, a fork, a permalink),
+the box scrolls to it when it is out of sight: a response of thousands of tokens
+opens at the token inspected, not at its top.
 """
 
 from __future__ import annotations
@@ -22,13 +25,14 @@ CSS = """
 .rlo-legend .s0 { border: 1px dashed currentColor; opacity: 0.8; }
 .rlo-tokens { white-space: pre-wrap; word-break: break-word; line-height: 1.95;
   font-family: ui-monospace, "Source Code Pro", Menlo, monospace; font-size: 0.92rem;
-  padding: 0.75rem; border-radius: 6px; max-height: 32rem; overflow-y: auto;
+  padding: 0.75rem; border-radius: 6px; max-height: min(32rem, 55vh); overflow-y: auto;
   border: 1px solid rgba(128, 128, 128, 0.35); }
 .rlo-tokens .t { cursor: pointer; border-radius: 3px; padding: 0.12rem 0;
   box-decoration-break: clone; -webkit-box-decoration-break: clone; }
 .rlo-tokens .t:hover { outline: 1px solid rgba(128, 128, 128, 0.9); }
 .rlo-tokens .nl::before { content: "\\21B5"; opacity: 0.45; }
 .rlo-tokens .sel { outline: 2px solid #0072b2; outline-offset: 2px; }  /* blue: off the scale */
+.rlo-tokens .fork { box-shadow: inset 0 -3px 0 #009e73; }  /* green underline: the outcome fork */
 """
 
 JS = """
@@ -43,7 +47,14 @@ export default function (component) {
   const scroll = root.querySelector(".rlo-tokens")?.scrollTop ?? 0;
   root.innerHTML = data;
   const tokens = root.querySelector(".rlo-tokens");
+  const selected = tokens?.querySelector(".sel");
   if (tokens) tokens.scrollTop = scroll;
+  if (selected) {  // out of sight: centre it in the box
+    const box = tokens.getBoundingClientRect(), at = selected.getBoundingClientRect();
+    if (at.top < box.top || at.bottom > box.bottom) {
+      tokens.scrollTop += at.top - box.top - (box.height - at.height) / 2;
+    }
+  }
   const onClick = (event) => {
     const token = event.target.closest("[data-i]");
     if (!token) return;

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,7 @@ import pandas as pd
 from rl_onoff.distributions.pipeline import FORMAT_VERSION
 from rl_onoff.distributions.store import JSON_NAME, NPZ_NAME, Distributions, load_distributions
 from rl_onoff.sampling import resolve_path
+from rl_onoff.viewer.text import fixed
 
 OUTCOMES = ("correct", "incorrect", "truncated")
 SORT_KEYS = {"question order": "question", "mean entropy": "mean_entropy",
@@ -25,25 +26,51 @@ SORT_KEYS = {"question order": "question", "mean entropy": "mean_entropy",
 
 
 class View(NamedTuple):
-    """A way to colour tokens: by `sign` x the array `array`, on the scale of view `scale`."""
+    """A way to colour tokens: by `values(array)`, on the scale of view `scale` (a quantile of
+    the run), or on GLTR's rank bins when `scale` is None."""
     array: str
-    sign: int
+    values: Callable[[np.ndarray], np.ndarray]
     label: str
-    scale: str
+    scale: str | None
+    unit: str
 
 
 # Both entropies share one scale, so switching between them compares like with like;
-# surprisal is -log p, so that for every view "high" means "unusual".
-VIEWS = {"entropy": View("entropy", 1, "entropy, full distribution (T=1)", "entropy"),
-         "sampled entropy": View("sampled_entropy", 1, "entropy, distribution 00 sampled from",
-                                 "entropy"),
-         "surprisal": View("logprob", -1, "surprisal −log p of the sampled token (T=1)",
-                           "surprisal")}
+# surprisal is -log p, so that for every view "high" means "unusual". The sampler gap is
+# there only when 01 scored a vLLM run (its array `sampler_delta` = log pi_sampler - log
+# pi_trainer of the drawn token).
+VIEWS = {"entropy": View("entropy", np.asarray, "entropy, full distribution (T=1)", "entropy",
+                         "nats"),
+         "sampled entropy": View("sampled_entropy", np.asarray,
+                                 "entropy, distribution 00 sampled from", "entropy", "nats"),
+         "surprisal": View("logprob", np.negative, "surprisal −log p of the sampled token (T=1)",
+                           "surprisal", "nats"),
+         "rank": View("rank", np.asarray, "rank of the sampled token (0: most likely, T=1)",
+                      None, "rank"),
+         "sampler gap": View("sampler_delta", np.abs,
+                             "|log π_sampler − log π_trainer| of the sampled token",
+                             "sampler gap", "nats")}
+RANK_EDGES = (0, 1, 10, 100, 1000)  # GLTR's top-10/100/1000, with the most likely token apart
 QUANTILE_SAMPLE = 1 << 20   # a scale's quantile is taken over at most this many tokens
+
+
+FIX = ("run `python exp/01-dist.py` (section 01_dist) or type the directory of a finished 01 "
+       "run in the sidebar")
 
 
 class ViewerError(Exception):
     """A problem with 01's output, phrased for the person looking at the page."""
+
+
+def locate(typed: str) -> tuple[str, tuple]:
+    """The run directory named in the sidebar (one cache key however it is typed) and its
+    stamp; a path the system refuses (too long, unreadable, a NUL byte) is a one-line
+    ViewerError, never a traceback in the page."""
+    try:
+        directory = run_directory(typed)
+        return str(directory), stamp(directory)
+    except (OSError, ValueError) as err:
+        raise ViewerError(f"cannot open {_short(typed)}: {_reason(err)}; {FIX}") from err
 
 
 def stamp(path: str | Path) -> tuple:
@@ -64,36 +91,56 @@ def run_directory(path: str | Path) -> Path:
 def open_run(path: str | Path) -> Distributions:
     """01's output in `path` (its directory or distributions.json), checked: the JSON parses
     and has the layout this viewer reads, and the NPZ holds every array the JSON lists."""
-    directory = run_directory(path)
-    fix = ("run `python exp/01-dist.py` (section 01_dist) or type the directory of a finished "
-           "01 run in the sidebar")
+    try:
+        return _open_run(run_directory(path))
+    except (OSError, ValueError) as err:  # unreadable files, permissions, odd paths
+        raise ViewerError(f"cannot read {_short(path)}: {_reason(err)}; {FIX}") from err
+
+
+def _open_run(directory: Path) -> Distributions:
     if not directory.is_dir():
-        raise ViewerError(f"{directory} does not exist; {fix}")
+        raise ViewerError(f"{directory} does not exist; {FIX}")
     if not (directory / JSON_NAME).is_file():
-        raise ViewerError(f"{directory} holds no {JSON_NAME}; {fix}")
+        raise ViewerError(f"{directory} holds no {JSON_NAME}; {FIX}")
     if not (directory / NPZ_NAME).is_file():
         raise ViewerError(f"{directory} holds {JSON_NAME} but no {NPZ_NAME}; 01 did not finish "
-                          f"there: {fix}")
+                          f"there: {FIX}")
     try:
         run = load_distributions(directory)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ViewerError(f"{directory / JSON_NAME} is not valid JSON ({err}); the file is "
-                          f"damaged: {fix}") from err
+    except json.JSONDecodeError as err:
+        raise ViewerError(f"{directory / JSON_NAME} is not valid JSON (line {err.lineno}); "
+                          f"the file is damaged: {FIX}") from err
+    except UnicodeDecodeError as err:
+        raise ViewerError(f"{directory / JSON_NAME} is not UTF-8 text; the file is damaged: "
+                          f"{FIX}") from err
     version = run.meta.get("format_version") if isinstance(run.meta, dict) else None
     if version != FORMAT_VERSION:
         raise ViewerError(f"{directory / JSON_NAME} has format_version {version!r}; this viewer "
-                          f"reads version {FORMAT_VERSION}: {fix}")
+                          f"reads version {FORMAT_VERSION}: {FIX}")
     missing = [k for k in ("questions", "arrays", "summary", "token_strings") if k not in run.meta]
     if missing:
-        raise ViewerError(f"{directory / JSON_NAME} lacks {', '.join(missing)}: {fix}")
+        raise ViewerError(f"{directory / JSON_NAME} lacks {', '.join(missing)}: {FIX}")
     if not any(q["samples"] for q in run.questions):
         raise ViewerError(f"{directory} holds no responses (00 sampled none): nothing to show")
     try:
         for name in run.names:
             run.array(name)  # checks the member's dtype and shape against the JSON; reads nothing
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as err:
-        raise ViewerError(f"{directory / NPZ_NAME} cannot be read ({err}): {fix}") from err
+        raise ViewerError(f"{directory / NPZ_NAME} cannot be read ({_reason(err)}): "
+                          f"{FIX}") from err
     return run
+
+
+def _short(path, limit: int = 120) -> str:
+    """A path as typed, cut to `limit` characters."""
+    text = str(path)
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def _reason(err: Exception) -> str:
+    """An exception's message on one line, without the path it may repeat in full."""
+    reason = getattr(err, "strerror", None) or str(err)
+    return " ".join(reason.split())[:200]
 
 
 def outcome(sample: dict) -> str:
@@ -149,17 +196,33 @@ def sample_table(run: Distributions, question: int) -> pd.DataFrame:
 
 def view_values(arrays: dict[str, np.ndarray], view: str) -> np.ndarray:
     """The per-token values a view colours by, from a sample's arrays."""
-    return VIEWS[view].sign * arrays[VIEWS[view].array].astype(np.float64)
+    return VIEWS[view].values(arrays[VIEWS[view].array].astype(np.float64))
+
+
+def _spread(run: Distributions, name: str) -> np.ndarray:
+    """The flat array `name`: all of it up to QUANTILE_SAMPLE tokens, beyond that an evenly
+    spaced QUANTILE_SAMPLE of them."""
+    flat = run.array(name)
+    return np.asarray(flat[::-(-len(flat) // QUANTILE_SAMPLE)], dtype=np.float64)
 
 
 def scale_top(run: Distributions, view: str, quantile: float) -> float:
-    """The `quantile` of the values of the view's scale over the run's tokens: exact up to
-    QUANTILE_SAMPLE tokens, beyond that over an evenly spaced QUANTILE_SAMPLE of them."""
+    """The `quantile` of the values of the view's scale over the run's tokens (see _spread)."""
     scale = VIEWS[VIEWS[view].scale]
-    flat = run.array(scale.array)
-    step = -(-len(flat) // QUANTILE_SAMPLE)
-    values = scale.sign * np.asarray(flat[::step], dtype=np.float64)
-    return float(np.quantile(values, quantile))
+    return float(np.quantile(scale.values(_spread(run, scale.array)), quantile))
+
+
+def entropies_equal(run: Distributions) -> bool:
+    """Whether 00 sampled from the full distribution (T=1, no top-p/k/min-p): then the two
+    entropies are the same numbers and the page shows one."""
+    return bool(np.allclose(_spread(run, "entropy"), _spread(run, "sampled_entropy"),
+                            rtol=1e-5, atol=1e-6))
+
+
+def views(run: Distributions, equal_entropies: bool) -> list[str]:
+    """The views this run can show: its arrays, one entropy if they are equal."""
+    return [name for name, view in VIEWS.items() if view.array in run.names
+            and not (equal_entropies and name == "sampled entropy")]
 
 
 def sample_arrays(run: Distributions, question: int, sample: int) -> dict[str, np.ndarray]:
@@ -189,6 +252,7 @@ def top_alternatives(run: Distributions, question: int, sample: int,
     return pd.DataFrame(rows)
 
 
-def tooltip(i: int, arrays: dict[str, np.ndarray]) -> str:
-    return (f"#{i}  H {arrays['entropy'][i]:.3f}  H_sampled {arrays['sampled_entropy'][i]:.3f}"
-            f"  log p {arrays['logprob'][i]:.3f}  rank {arrays['rank'][i]}")
+def tooltip(i: int, arrays: dict[str, np.ndarray], equal_entropies: bool) -> str:
+    sampled = "" if equal_entropies else f"  H_sampled {fixed(arrays['sampled_entropy'][i], 3)}"
+    return (f"#{i}  H {fixed(arrays['entropy'][i], 3)}{sampled}"
+            f"  log p {fixed(arrays['logprob'][i], 3)}  rank {arrays['rank'][i]}")

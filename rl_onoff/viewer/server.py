@@ -3,15 +3,21 @@
 `python exp/02-visualize.py` replaces itself with `streamlit run` on the same
 script, listening where `02_visualize.address` and `.port` say (127.0.0.1 by
 default: only this machine; the way in from a laptop is SSH port forwarding).
+
+The server accepts a page's connection only under the host names of ALLOWED_HOSTS
+(Streamlit's server.allowedHosts): a hostile web page whose name resolves to
+127.0.0.1 (DNS rebinding) cannot read the app through a researcher's tunnel.
+Errors reach the browser as their type only; the details go to the console.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import sys
 
-from rl_onoff.config import VisualizeConfig
+ALLOWED_HOSTS = ("localhost", "127.0.0.1", "::1")  # how a tunnel's far end reaches the app
 
 
 def is_loopback(address: str | None) -> bool:
@@ -36,17 +42,31 @@ def exposure(address: str | None, port: int) -> str | None:
             "these outputs (no login). Bind to 127.0.0.1 and use SSH port forwarding instead.")
 
 
+def allowed_hosts(address: str) -> list[str]:
+    """The host names the server answers to: this machine's loopback names, and where it is
+    bound elsewhere on purpose, that address and this host's names."""
+    if is_loopback(address):
+        return list(ALLOWED_HOSTS)
+    wildcard = address in ("0.0.0.0", "::")
+    return list(dict.fromkeys([*ALLOWED_HOSTS, *([] if wildcard else [address]),
+                               socket.gethostname(), socket.getfqdn()]))
+
+
 def command(script: str, address: str, port: int, argv: list[str]) -> list[str]:
-    """The `streamlit run` command line for `script`, our own arguments after `--`, with the
-    settings of .streamlit/config.toml that matter wherever it is started: no file watcher
-    (a viewer does not reload on edits), no browser opened on the server, no usage stats."""
-    return [sys.executable, "-m", "streamlit", "run", script,
-            "--server.address", address, "--server.port", str(port),
+    """The `streamlit run` command line for `script` (through rl_onoff.viewer's launcher,
+    which imports the page's libraries first), our own arguments after `--`, with the
+    settings of .streamlit/config.toml that matter wherever it is started: the allowed host
+    names, errors without details, no file watcher (a viewer does not reload on edits), no
+    browser opened on the server, no usage stats."""
+    hosts = [flag for host in allowed_hosts(address) for flag in ("--server.allowedHosts", host)]
+    return [sys.executable, "-m", "rl_onoff.viewer", "run", script,
+            "--server.address", address, "--server.port", str(port), *hosts,
+            "--client.showErrorDetails", "type",
             "--server.fileWatcherType", "none", "--server.headless", "true",
             "--browser.gatherUsageStats", "false", "--", *argv]
 
 
-def launch(script: str, cfg: VisualizeConfig, argv: list[str]) -> None:
+def launch(script: str, cfg, argv: list[str]) -> None:
     """Say how to open the app, then become the Streamlit server (Ctrl-C stops it)."""
     warning = exposure(cfg.address, cfg.port)
     if warning:

@@ -1,7 +1,8 @@
-"""A response as HTML, every token coloured by a value (entropy, surprisal) on a stepped scale.
+"""A response as HTML, every token coloured by a value (entropy, surprisal, rank) on a stepped scale.
 
-The scale has `shades` steps from 0 to `top`; values at or above `top` take the
-last step. The first step is left unhighlighted (the theme's own text on the
+A linear scale has `shades` equal steps from 0; the darkest starts at `top` (a
+quantile of the run) and takes everything above. A bin scale (ranks, GLTR
+style) has fixed integer edges. The first step is left unhighlighted (the theme's own text on the
 theme's background), so the many near-certain tokens of a response stay quiet
 and the uncertain ones stand out. Every other step is an opaque colour with
 its own text colour, black or white, whichever contrasts more: with a
@@ -10,7 +11,8 @@ contrast of every step is at least 4.5:1 in light and dark themes alike.
 
 Token text is HTML-escaped; spaces and newlines are kept (`white-space:
 pre-wrap`), and a newline token also shows a faint ↵ (drawn by CSS, so it is
-not part of copied text) so that it can be seen and clicked.
+not part of copied text) so that it can be seen and clicked. The response's
+outcome fork (forks.py), if it has one, is marked by a class the component draws.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import html
 from dataclasses import dataclass
 
 import numpy as np
+
+from rl_onoff.viewer.text import fixed
 
 # ColorBrewer's 9-class YlOrRd (matplotlib's "YlOrRd" interpolates the same anchors), light
 # yellow to dark red: reads as a highlighter in both themes. Written out, not taken from
@@ -52,27 +56,47 @@ def contrast(a: str, b: str) -> float:
 
 @dataclass(frozen=True)
 class Scale:
-    """A stepped colour scale from 0 to `top`, in `unit`. `colours[0]` is None: unhighlighted."""
-    top: float
+    """Steps with lower edges `edges` (the first step also takes everything below), in `unit`;
+    `colours[0]` is None (unhighlighted), `labels` are the legend's text for each step."""
+    edges: tuple
     unit: str
     colours: tuple  # per step: None or (background, text)
+    labels: tuple
 
     @classmethod
-    def build(cls, top: float, shades: int, unit: str) -> "Scale":
-        backgrounds = colormap(np.linspace(*COLORMAP_RANGE, shades - 1))
-        steps = [(bg, max((BLACK, WHITE), key=lambda text, bg=bg: contrast(bg, text)))
-                 for bg in backgrounds]
-        return cls(top=max(float(top), 1e-9), unit=unit, colours=(None, *steps))
+    def linear(cls, top: float, shades: int, unit: str) -> "Scale":
+        """`shades` equal steps from 0; the darkest starts at `top` (a quantile of the run),
+        so the legend's top swatch and the caption name the same number."""
+        top = max(float(top), 1e-9)
+        edges = np.linspace(0.0, top, shades)
+        labels = [f"< {fixed(edges[1], 2)}",
+                  *(f"{fixed(lower, 2)}–{fixed(upper, 2)}" for lower, upper in
+                    zip(edges[1:-1], edges[2:])), f"≥ {fixed(top, 2)}"]
+        return cls(tuple(edges), unit, _colours(shades), tuple(labels))
+
+    @classmethod
+    def bins(cls, edges: tuple, unit: str) -> "Scale":
+        """Integer bins (GLTR's ranks): a step per [edges[i], edges[i+1])."""
+        labels = [str(lower) if upper == lower + 1 else f"{lower}–{upper - 1}"
+                  for lower, upper in zip(edges, edges[1:])] + [f"≥ {edges[-1]}"]
+        return cls(tuple(float(e) for e in edges), unit, _colours(len(edges)), tuple(labels))
 
     @property
-    def edges(self) -> np.ndarray:
-        """The lower edge of each step."""
-        return np.linspace(0.0, self.top, len(self.colours) + 1)[:-1]
+    def top(self) -> float:
+        """Where the darkest step starts."""
+        return self.edges[-1]
 
     def step(self, values: np.ndarray) -> np.ndarray:
-        """The step of each value (negative values count as 0, NaN as the top)."""
-        scaled = np.nan_to_num(np.asarray(values, dtype=np.float64) / self.top, nan=np.inf)
-        return np.clip(np.floor(scaled * len(self.colours)), 0, len(self.colours) - 1).astype(int)
+        """The step of each value (below the first edge: 0; NaN: the darkest)."""
+        values = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=np.inf)
+        return np.maximum(np.searchsorted(self.edges, values, side="right") - 1, 0)
+
+
+def _colours(steps: int) -> tuple:
+    """None (unhighlighted), then `steps - 1` backgrounds with their more contrasting text."""
+    backgrounds = colormap(np.linspace(*COLORMAP_RANGE, steps - 1))
+    return (None, *((bg, max((BLACK, WHITE), key=lambda text, bg=bg: contrast(bg, text)))
+                    for bg in backgrounds))
 
 
 def style(scale: Scale) -> str:
@@ -84,31 +108,27 @@ def style(scale: Scale) -> str:
 
 def legend_html(scale: Scale, label: str) -> str:
     """One swatch per step, labelled with the values it covers."""
-    edges = scale.edges
-    cells = []
-    for i, lower in enumerate(edges):
-        text = (f"&lt; {edges[1]:.2f}" if i == 0 else
-                f"&ge; {lower:.2f}" if i == len(edges) - 1 else f"{lower:.2f}")
-        cells.append(f'<span class="sw s{i}">{text}</span>')
+    cells = [f'<span class="sw s{i}">{html.escape(text)}</span>'
+             for i, text in enumerate(scale.labels)]
     return (f'<div class="rlo-legend"><span class="rlo-legend-label">{html.escape(label)} '
             f'({html.escape(scale.unit)}):</span>{"".join(cells)}</div>')
 
 
 def tokens_html(strings: list[str], values: np.ndarray, scale: Scale, selected: int | None,
-                tooltips: list[str]) -> str:
+                tooltips: list[str], fork: int | None = None) -> str:
     """The response: one span per token with its step class, position and tooltip."""
     steps = scale.step(values)
     spans = []
     for i, (text, step, tip) in enumerate(zip(strings, steps, tooltips)):
         classes = f"t s{step}" + (" nl" if text.endswith("\n") else "") + \
-                  (" sel" if i == selected else "")
+                  (" fork" if i == fork else "") + (" sel" if i == selected else "")
         spans.append(f'<span class="{classes}" data-i="{i}" title="{html.escape(tip)}">'
                      f"{html.escape(text)}</span>")
     return f'<div class="rlo-tokens">{"".join(spans)}</div>'
 
 
 def response_html(strings: list[str], values: np.ndarray, scale: Scale, selected: int | None,
-                  tooltips: list[str], label: str) -> str:
+                  tooltips: list[str], label: str, fork: int | None = None) -> str:
     """Legend and tokens, with the scale's colours, ready for the token component."""
     return (style(scale) + legend_html(scale, label)
-            + tokens_html(strings, values, scale, selected, tooltips))
+            + tokens_html(strings, values, scale, selected, tooltips, fork))

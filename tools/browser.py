@@ -2,7 +2,7 @@
 
 Used by the browser test, the benchmark and to take the README's screenshot:
 
-    python -m rl_onoff.viewer.browser docs/viewer.png [--theme dark] [--prompt 28 --sample 0
+    python tools/browser.py docs/viewer.png [--theme dark] [--prompt 28 --sample 0
         --token 9] [-- --config X]
 
 Needs Chromium (Debian: `apt-get install chromium`) and `pip install playwright`;
@@ -22,10 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from rl_onoff.config import REPO_ROOT
 from rl_onoff.viewer.server import command
 
-SCRIPT = REPO_ROOT / "exp" / "02-visualize.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "exp" / "02-visualize.py"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TOKENS = ".rlo-tokens .t"  # a rendered token of the response
