@@ -46,7 +46,7 @@ def test_score_function_gradient_is_unbiased_on_a_tabular_policy():
     assert abs(mean - exact_seq) < 4 * se, (mean, se, exact_seq)
     assert se < 0.15 * abs(exact_seq)  # the check has power: the SE is small next to the value
     # fixed length L: the mean per-token entropy is H_seq / L, and so is its gradient
-    values = mean_directional(policy, policy.groups(150, 16, length, 2), v, "token")
+    values = mean_directional(policy, policy.groups(150, 16, length, 2), v, "token_mean")
     mean, se = analysis.mean_se(values)
     assert abs(mean - exact_seq / length) < 4 * se
 
@@ -67,7 +67,7 @@ def test_natural_policy_gradient_matches_the_covariance_formula():
     v = torch.zeros(k, k, dtype=torch.float64)
     v[0] = adv
     groups = policy.groups(150, 16, 1, 3)
-    token = mean_directional(policy, groups[:3], v.reshape(-1), "token")  # f = H(pi): no noise
+    token = mean_directional(policy, groups[:3], v.reshape(-1), "token_mean")  # f = H(pi): no noise
     assert token == pytest.approx([-cov] * 3, rel=1e-10)
     mean, se = analysis.mean_se(mean_directional(policy, groups, v.reshape(-1), "sequence"))
     assert abs(mean + cov) < 4 * se and se < 0.2 * abs(cov)   # a factor-2 error would show
@@ -146,15 +146,45 @@ def test_gradient_matches_central_finite_differences_in_fp64(lm):
     pairs = list(est.entropy_gradients(lm, groups, params, 1.0))
     anchors = [a for a, _ in pairs]
     eps = 1e-5
-    for kind in est.KINDS:
-        analytic = sum(float(grads[kind] @ v) for _, grads in pairs)
+    for part in est.PARTS:
+        analytic = sum(float(grads[part] @ v) for _, grads in pairs)
         restore(params, theta0 + eps * v)
-        plus = sum(est.entropy_changes(lm, groups, anchors, 1.0)[kind])
+        plus = sum(est.entropy_changes(lm, groups, anchors, 1.0)[0][part])
         restore(params, theta0 - eps * v)
-        minus = sum(est.entropy_changes(lm, groups, anchors, 1.0)[kind])
+        minus = sum(est.entropy_changes(lm, groups, anchors, 1.0)[0][part])
         restore(params, theta0)
-        assert (plus - minus) / (2 * eps) == pytest.approx(analytic, rel=1e-5), kind
-    assert all(abs(x) < 1e-12 for x in est.entropy_changes(lm, groups, anchors, 1.0)["sequence"])
+        assert (plus - minus) / (2 * eps) == pytest.approx(analytic, rel=1e-5), part
+    changes, ess = est.entropy_changes(lm, groups, anchors, 1.0)
+    assert all(abs(x) < 1e-12 for x in changes["sequence"]) and ess == pytest.approx([1.0] * 3)
+
+
+def test_length_weighted_token_entropy_matches_finite_differences_of_the_ratio(lm):
+    """token_weighted's gradient is d/deps of (S + dS) / (L + dL), S and L the batch means of
+    sum_t H_t and of the length (recomputed here from raw token terms), dS and dL the
+    importance-weighted changes at theta0 +- eps v: a wrong R or L in `combine` fails it."""
+    groups = random_groups(3, 4, 3)
+    params = trainable(lm)
+    theta0 = parameters_vector(params)
+    v = torch.randn(theta0.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    v = v / v.norm() * theta0.norm()
+    pairs = list(est.entropy_gradients(lm, groups, params, 1.0))
+    anchors = [a for a, _ in pairs]
+    g = est.combine({k: sum(grads[k] for _, grads in pairs) / len(pairs) for k in est.PARTS},
+                    *est.ratio_constants(anchors))["token_weighted"]
+    terms = [est.token_terms(lm, grp) for grp in groups]
+    s0 = np.mean([float(t.entropy.sum(-1).mean().detach()) for t in terms])
+    l0 = np.mean([float(t.mask.sum(-1).mean()) for t in terms])
+
+    def ratio(theta):
+        restore(params, theta)
+        changes, _ = est.entropy_changes(lm, groups, anchors, 1.0)
+        restore(params, theta0)
+        return (s0 + np.mean(changes["token_sum"])) / (l0 + np.mean(changes["length"]))
+
+    eps = 1e-5
+    numeric = (ratio(theta0 + eps * v) - ratio(theta0 - eps * v)) / (2 * eps)
+    assert float(g @ v) == pytest.approx(numeric, rel=1e-5)
+    assert abs(float(g @ v)) > 1e-3   # not trivially zero
 
 
 @pytest.mark.parametrize("spec", [OptimizerSpec("sgd", weight_decay=0.01),
@@ -230,8 +260,16 @@ def test_probe_standard_errors_match_independent_formulas(lm):
     update = prepare_update(lm, u_groups, updater, settings, PhaseTimer())
     result = probe(lm, update, e_groups, updater, settings, keep_gradients=True)
     g_u = torch.stack(list(est.policy_gradients(lm, u_groups, params, 1.0, False)))
+    pairs = list(est.entropy_gradients(lm, e_groups, params, 1.0))
+    terms = [est.token_terms(lm, grp) for grp in e_groups]
+    mean_len = np.mean([float(t.mask.sum(-1).mean()) for t in terms])
+    ratio = np.mean([float(t.entropy.sum(-1).mean()) for t in terms]) / mean_len
     for kind in est.KINDS:
-        g_e = torch.stack([grads[kind] for _, grads in est.entropy_gradients(lm, e_groups, params, 1.0)])
+        if kind == "token_weighted":   # (dS - R dL) / L by hand
+            rows = [(grads["token_sum"] - ratio * grads["length"]) / mean_len for _, grads in pairs]
+        else:
+            rows = [grads[kind] for _, grads in pairs]
+        g_e = torch.stack(rows)
         d = (g_e @ g_u.mean(0)).numpy() * 1e-3
         first = result["delta_h1"][kind]
         assert first["value"] == pytest.approx(d.mean(), rel=1e-9)
@@ -241,6 +279,7 @@ def test_probe_standard_errors_match_independent_formulas(lm):
         assert first["se_u"] == pytest.approx(jack, rel=1e-9)
         assert first["se_total"] == pytest.approx(math.hypot(first["se_cond"], jack), rel=1e-12)
         assert torch.allclose(result["_arrays"][f"grad_h_{kind}"], g_e.mean(0))
+    assert result["held_out"] is None and result["batch_heldout"] == 0
 
 
 # ---------------------------------------------------------------------------

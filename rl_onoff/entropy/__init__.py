@@ -4,21 +4,21 @@
     estimators.py  entropy on an E batch, its score-function gradient, the U batch's policy gradient
     update.py      the optimizer's update direction (SGD, Adam/AdamW with saved state) and the real step
     batches.py     drawing E and U batches: prompts from the dataset, G responses each, rewards
-    probe.py       one run: delta-H1 = grad H . Dtheta with standard errors, and the true change
-    analysis.py    statistics over runs: 1/B_E bias test, SE calibration, linearity in eta
+    probe.py       one run: delta-H1 = grad H . Dtheta with standard errors; the real step's
+                   change on an independent E' batch (held-out truth) and on E (linearisation check)
+    exact.py       the exact mode: the same code on an enumerable policy with exact entropies
+    analysis.py    statistics over runs: 1/B_E bias test, SE calibration, z summaries, linearity
     plots.py       the figures
-    modes.py       single, batch-scaling, sanity-check, eta-sweep, debug
+    modes.py       single, batch-scaling, sanity-check, eta-sweep, exact, debug
 
 `import rl_onoff.entropy` stays light: torch is imported by the modules that need it.
 """
-
-
 
 def mode_names() -> tuple[str, ...]:
     """The modes `05_entropy.mode` allows (read from the config schema: one list to maintain)."""
     import typing
 
-    from rl_onoff.config import EntropyConfig
+    from rl_onoff.entropy.config import EntropyConfig
 
     return typing.get_args(typing.get_type_hints(EntropyConfig)["mode"])
 

@@ -142,3 +142,18 @@ def linearity(lrs, true, first, tolerance: float = 0.1) -> dict:
             "linear_up_to_lr": float(eta[hi]) if linear else None,
             "nonlinear_from_lr": float(eta[hi + 1]) if linear and hi + 1 < len(eta) else None,
             "precision_floor_below_lr": float(eta[lo]) if linear and lo > 0 else None}
+
+
+def z_summary(z, alpha: float = 0.01) -> dict:
+    """Are z-scores N(0, 1)? Their mean should be 0 (SE 1/sqrt(n): no bias) and their SD 1
+    (SE about 1/sqrt(2(n-1)): the standard errors are calibrated)."""
+    x = np.asarray(z, dtype=float)
+    n = len(x)
+    if n < 3:
+        raise ValueError("a z summary needs at least 3 runs")
+    mean, sd = float(x.mean()), float(x.std(ddof=1))
+    se_sd = 1.0 / math.sqrt(2 * (n - 1))
+    p_mean = p_two_sided(mean * math.sqrt(n))
+    return {"runs": n, "mean": mean, "se_mean": 1.0 / math.sqrt(n), "p_mean": p_mean,
+            "sd": sd, "se_sd": se_sd, "unbiased": bool(p_mean >= alpha),
+            "calibrated": bool(p_two_sided((sd - 1) / se_sd) >= alpha)}

@@ -45,9 +45,22 @@ class EntropyDebugConfig:
 
 
 @dataclass
+class EntropyExactConfig:
+    """05-entropy exact: the pipeline on an enumerable tabular policy whose entropies are exact."""
+    runs: int = 200                     # runs with fresh U, E and E' (bias z, SE calibration)
+    vocab: int = 5                      # tokens, the last one EOS; the previous token is the state
+    max_length: int = 4                 # response tokens at most (vocab^max_length responses)
+    batch_e: int = 16                   # B_E, and B_E' of the held-out batch
+    batch_u: int = 8
+    num_samples: int = 4                # G
+    lr: float = 0.01                    # eta (the optimizer is the section's)
+    alpha: float = 0.01                 # significance level of the verdicts
+
+
+@dataclass
 class EntropyConfig(StageConfig):
     """05-entropy: first-order entropy change of one policy-gradient step, validated."""
-    mode: Literal["single", "batch-scaling", "sanity-check", "eta-sweep", "debug"] = "single"
+    mode: Literal["single", "batch-scaling", "sanity-check", "eta-sweep", "exact", "debug"] = "single"
     dataset: DatasetConfig = field(default_factory=lambda: DatasetConfig(split="train",
                                                                          num_examples=1000))
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -58,7 +71,10 @@ class EntropyConfig(StageConfig):
     batch_size: int = 128               # sequences generated together
     batch_e: int = 16                   # B_E prompts in the entropy batch
     batch_u: int = 16                   # B_U prompts in the update batch
+    batch_heldout: int = 16             # B_E' prompts in the held-out truth batch (fresh responses)
     share_batches: bool = False         # true: E is the U batch (biased; shows what the tests catch)
+    reward: str = "math_verify"         # r(y) of the U batch: a name in rl_onoff.rewards or module:function
+    min_ess_share: float = 0.5          # flag E' importance weights with ESS / G below this
     advantage_std: bool = False         # divide A = r - mean(r) by the group's std (GRPO)
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = 1e-6                    # eta of the step
@@ -69,16 +85,20 @@ class EntropyConfig(StageConfig):
     batch_scaling: EntropyScalingConfig = field(default_factory=EntropyScalingConfig)
     sanity_check: EntropySanityConfig = field(default_factory=EntropySanityConfig)
     eta_sweep: EntropySweepConfig = field(default_factory=EntropySweepConfig)
+    exact: EntropyExactConfig = field(default_factory=EntropyExactConfig)
     debug: EntropyDebugConfig = field(default_factory=EntropyDebugConfig)
     output_dir: str = "exp/05-entropy/output"
 
     def check(self, path: str) -> None:
         import importlib.util
 
+        from rl_onoff.rewards import check_name
+
         StageConfig.check(self, path)
+        check_name(self.reward, f"{path}.reward")
         for key in ("num_samples", "batch_e", "batch_u", "batch_size"):
             positive(getattr(self, key), f"{path}.{key}")
-        for key in ("num_samples", "batch_e", "batch_u"):
+        for key in ("num_samples", "batch_e", "batch_u", "batch_heldout"):
             if getattr(self, key) < 2:
                 raise ConfigError(f"{path}.{key}: got {getattr(self, key)}; allowed: >= 2 "
                                   "(baselines and standard errors need two or more)")
@@ -99,6 +119,19 @@ class EntropyConfig(StageConfig):
         if self.adapter is not None and importlib.util.find_spec("peft") is None:
             raise ConfigError(f"{path}.adapter: a LoRA adapter needs the peft package, which is "
                               "not installed: `pip install peft`, or set adapter: null")
+        if not 0 <= self.min_ess_share <= 1:
+            raise ConfigError(f"{path}.min_ess_share: got {self.min_ess_share}; allowed: 0 to 1")
+        exact = self.exact
+        for key in ("batch_e", "batch_u", "num_samples", "vocab"):
+            if getattr(exact, key) < 2:
+                raise ConfigError(f"{path}.exact.{key}: got {getattr(exact, key)}; allowed: >= 2")
+        if exact.runs < 3 or not 1 <= exact.max_length or exact.vocab ** exact.max_length > 100_000:
+            raise ConfigError(f"{path}.exact: runs {exact.runs}, vocab {exact.vocab}, max_length "
+                              f"{exact.max_length}; allowed: runs >= 3, max_length >= 1 and "
+                              "vocab^max_length <= 100000 (every response is enumerated)")
+        if exact.lr <= 0 or not 0 < exact.alpha < 1:
+            raise ConfigError(f"{path}.exact: lr {exact.lr}, alpha {exact.alpha}; allowed: "
+                              "lr > 0, 0 < alpha < 1")
         scaling = self.batch_scaling
         if len(set(scaling.batch_e_values)) < 3 or min(scaling.batch_e_values) < 2:
             raise ConfigError(f"{path}.batch_scaling.batch_e_values: got {scaling.batch_e_values}; "

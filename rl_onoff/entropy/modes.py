@@ -1,9 +1,10 @@
 """05-entropy's modes: which runs to make, where they land, what is concluded from them.
 
-Every mode writes to `<output_dir>/<mode>/<name>_<timestamp>/`: the resolved
-config (run_config.json), one `runs/<id>/results.json` per run (or its
-`error.json`: a failed run is recorded and the others go on), `summary.json`
-with the analysis and verdicts, and PNG plots.
+Every mode owns `<output_dir>/<mode>/` through the stage frame (lock, fingerprint,
+on_config_change): the resolved config (run_config.json), one
+`runs/<id>/results.json` per run (or its `error.json`: a failed run is recorded
+and the others go on; a real step the dtype cannot represent stops the mode),
+`summary.json` with the analysis and verdicts, and PNG plots.
 """
 
 from __future__ import annotations
@@ -11,18 +12,19 @@ from __future__ import annotations
 import dataclasses
 import traceback
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from rl_onoff import io
-from rl_onoff.config import Config, ConfigError, EntropyConfig
+from rl_onoff.config import Config, ConfigError
 from rl_onoff.entropy import analysis, plots
 from rl_onoff.entropy.batches import PromptSet, SamplingSpec, batch_seed, sample_batch
+from rl_onoff.entropy.config import EntropyConfig
 from rl_onoff.entropy.estimators import KINDS
-from rl_onoff.entropy.probe import PhaseTimer, ProbeSettings, UpdateBatch, prepare_update, probe
+from rl_onoff.entropy.probe import (PhaseTimer, ProbeSettings, RealStepError, UpdateBatch,
+                                    prepare_update, probe)
 from rl_onoff.entropy.update import OptimizerSpec, Updater
 
 SECTION, SCRIPT = "05_entropy", "05-entropy"
@@ -50,7 +52,8 @@ class Session:
     @property
     def settings(self) -> ProbeSettings:
         return ProbeSettings(lr=self.cfg.lr, temperature=self.cfg.sampling.temperature,
-                             advantage_std=self.cfg.advantage_std)
+                             advantage_std=self.cfg.advantage_std,
+                             min_ess_share=self.cfg.min_ess_share)
 
     def sample(self, role: str, index: int, size: int, score: bool, timer: PhaseTimer):
         with timer(f"sample_{role.lower()}"):
@@ -62,41 +65,39 @@ class Session:
         return prepare_update(self.model, groups, self.updater, self.settings, timer)
 
 
-def open_session(cfg: EntropyConfig) -> Session:
+def open_session(stage) -> Session:
     """Load the policy (and LoRA adapter), the dataset's prompts and the optimizer."""
-    from rl_onoff.data import load_dataset
     from rl_onoff.entropy.policy import trainable
     from rl_onoff.generation import eos_token_ids
-    from rl_onoff.models import describe, load_model
-    from rl_onoff.tasks import build_prompt, encode_prompt
+    from rl_onoff.stage import context_length
 
-    records = load_dataset(cfg.dataset.name, cfg.dataset.split, **cfg.dataset.options())
-    largest = {"batch-scaling": max(cfg.batch_u, *cfg.batch_scaling.batch_e_values),
-               "debug": max(cfg.debug.batch_u, cfg.debug.batch_e, *cfg.debug.batch_e_values)
-               }.get(cfg.mode, max(cfg.batch_e, cfg.batch_u))
-    if len(records) < largest:
-        raise ConfigError(f"{SECTION}.dataset: {len(records)} records, but a batch asks for "
-                          f"{largest} prompts; raise `num_examples` or lower the batch sizes")
-    model, tokenizer = load_model(cfg.model, cfg.device, cfg.dtype, revision=cfg.revision,
-                                  trust_remote_code=cfg.trust_remote_code)
+    cfg: EntropyConfig = stage.cfg
+    records = stage.load_dataset()
+    model, tokenizer = stage.load_model()
     if cfg.adapter:
         from peft import PeftModel
-        model = PeftModel.from_pretrained(model, cfg.adapter, is_trainable=True)
+        model = PeftModel.from_pretrained(model, str(stage.config.resolve(cfg.adapter)),
+                                          is_trainable=True)
     if cfg.precision == "float64":
         model = model.double()
+    records, _, prompt_ids = stage.prompts(records, tokenizer, context_length(model))
+    largest = {"batch-scaling": max(cfg.batch_u, *cfg.batch_scaling.batch_e_values),
+               "debug": max(cfg.debug.batch_u, cfg.debug.batch_e, *cfg.debug.batch_e_values)
+               }.get(cfg.mode, max(cfg.batch_e, cfg.batch_u, cfg.batch_heldout))
+    if len(records) < largest:
+        raise ConfigError(f"{SECTION}.dataset: {len(records)} usable records, but a batch asks "
+                          f"for {largest} prompts; raise `num_examples` or lower the batch sizes")
     task = cfg.task
-    prompt_ids = [encode_prompt(build_prompt(r["question"], tokenizer, task.template, task.format,
-                                             task.system_prompt, task.enable_thinking, task.prefill),
-                                tokenizer, task.template) for r in records]
-    prompts = PromptSet(prompt_ids, [r["answer"] for r in records], task.format, task.ignore_think,
-                        task.reward_timeout)
-    spec = OptimizerSpec(cfg.optimizer, tuple(cfg.betas), cfg.eps, cfg.weight_decay,
-                         cfg.optimizer_state)
+    prompts = PromptSet(prompt_ids, [r["answer"] for r in records],
+                        [r["question"] for r in records], cfg.reward, task.format,
+                        task.ignore_think, task.reward_timeout, cfg.sampling.max_new_tokens)
+    state = str(stage.config.resolve(cfg.optimizer_state)) if cfg.optimizer_state else None
+    spec = OptimizerSpec(cfg.optimizer, tuple(cfg.betas), cfg.eps, cfg.weight_decay, state)
     try:
         updater = Updater(trainable(model), spec)
     except ValueError as err:
         raise ConfigError(f"{SECTION}.optimizer_state: {err}") from err
-    info = describe(model, cfg.model)
+    info = dict(stage.model_info)
     info["adapter"] = cfg.adapter
     info["trainable_parameters"] = sum(p.numel() for p in trainable(model))
     return Session(cfg, model, tokenizer, prompts, updater, eos_token_ids(model, tokenizer), info)
@@ -110,8 +111,12 @@ def attempt(run_dir: Path, work: Callable[[], dict]) -> dict | None:
     """Do one run; write its results.json, or its error.json and return None."""
     from tqdm import tqdm
 
+    from rl_onoff.stage import StageError
+
     try:
         result = work()
+    except RealStepError as err:   # the dtype: every run would fail the same way
+        raise StageError(str(err)) from err
     except Exception as err:  # noqa: BLE001  (any failure of one run is recorded, the rest go on)
         io.write_json(run_dir / "error.json", {"error": f"{type(err).__name__}: {err}",
                                                "traceback": traceback.format_exc()})
@@ -133,9 +138,10 @@ def failure(run_dir: Path) -> str:
 
 
 def one_run(s: Session, run_dir: Path, *, e_index: int, batch_e: int, u_index: int = 0,
-            update: UpdateBatch | None = None, jackknife: bool = True,
+            update: UpdateBatch | None = None, jackknife: bool = True, heldout: bool = True,
             settings: ProbeSettings | None = None, bar=None) -> dict | None:
-    """Sample what the run needs (E, and U unless given), then probe; None if it failed."""
+    """Sample what the run needs (E, E' when `heldout`, and U unless given), then probe; None
+    if it failed."""
     settings = settings or s.settings
 
     def work() -> dict:
@@ -147,8 +153,10 @@ def one_run(s: Session, run_dir: Path, *, e_index: int, batch_e: int, u_index: i
         else:
             upd = update or s.update(u_index, s.cfg.batch_u, timer)
             e_groups = s.sample("E", e_index, batch_e, False, timer)
+        heldout_groups = (s.sample("H", e_index, s.cfg.batch_heldout, False, timer)
+                          if heldout else None)
         result = probe(s.model, upd, e_groups, s.updater, settings, timer, jackknife=jackknife,
-                       keep_gradients=s.save_gradients)
+                       keep_gradients=s.save_gradients, heldout_groups=heldout_groups)
         result["run"] = {"id": run_dir.name, "e_index": e_index,
                          "u_index": None if s.cfg.share_batches else u_index,
                          "u_fixed": update is not None, "shared_batches": s.cfg.share_batches}
@@ -176,50 +184,62 @@ def fixed_update(s: Session, out: Path) -> UpdateBatch:
 def mode_single(s: Session, out: Path, run) -> dict:
     from tqdm import tqdm
 
-    bar = tqdm(total=7, desc=f"{SCRIPT} single", unit="phase")
+    bar = tqdm(total=8, desc=f"{SCRIPT} single", unit="phase")
     result = one_run(s, out / "runs" / "run-000", e_index=0, batch_e=s.cfg.batch_e, bar=bar)
     bar.close()
     if result is None:
         raise RuntimeError(failure(out / "runs" / "run-000"))
     print(format_single(result, s))
-    run.log({f"{name}_{k}": result[name][k]["value"] for name in ("delta_h1", "delta_h_true")
-             for k in KINDS})
+    run.log({f"{name}_{k}": result[name][k]["value"]
+             for name in ("delta_h1", "held_out", "linearisation_check") for k in KINDS})
     path = out / "single.png"
     plots.single(result, path, s.cfg.model)
     run.log_image("single", path)
-    return {"result": {k: result[k] for k in ("entropy", "delta_h1", "delta_h_true", "difference",
-                                              "ratio", "update", "timings")},
-            "agrees_within_se": {k: abs(result["difference"][k]["value"])
-                                 <= 2 * result["delta_h1"][k]["se_cond"] for k in KINDS}}
+    alpha = s.cfg.sanity_check.alpha
+    return {"result": {k: result[k] for k in ("entropy", "delta_h1", "held_out",
+                                              "linearisation_check", "update", "timings")},
+            "agrees_with_held_out": {k: result["held_out"][k]["p"] >= alpha for k in KINDS},
+            "alpha": alpha, "low_ess": result["held_out"]["ess"]["low"]}
 
 
 def mode_eta_sweep(s: Session, out: Path, run) -> dict:
+    """The Taylor remainder against eta: the linearisation check (same E responses, so no
+    sampling noise between the two) at each lr; the held-out truth beside it."""
     from tqdm import tqdm
 
     lrs = sorted(s.cfg.eta_sweep.lrs)
     settings = dataclasses.replace(s.settings, lr=lrs[0], sweep_lrs=tuple(lrs[1:]))
-    bar = tqdm(total=5 + len(lrs), desc=f"{SCRIPT} eta-sweep", unit="phase")
+    bar = tqdm(total=6 + len(lrs), desc=f"{SCRIPT} eta-sweep", unit="phase")
     result = one_run(s, out / "runs" / "run-000", e_index=0, batch_e=s.cfg.batch_e,
                      jackknife=False, settings=settings, bar=bar)
     bar.close()
     if result is None:
         raise RuntimeError(failure(out / "runs" / "run-000"))
     points = [{"lr": lrs[0], "delta_h1": {k: v["value"] for k, v in result["delta_h1"].items()},
-               "delta_h_true": result["delta_h_true"]}, *result["sweep"]]
+               "linearisation_check": result["linearisation_check"],
+               "held_out": result["held_out"],
+               "held_out_ess_min_share": result["held_out"]["ess"]["min_share"]}, *result["sweep"]]
     lin = {kind: analysis.linearity([p["lr"] for p in points],
-                                    [p["delta_h_true"][kind]["value"] for p in points],
+                                    [p["linearisation_check"][kind]["value"] for p in points],
                                     [p["delta_h1"][kind] for p in points], s.cfg.eta_sweep.tolerance)
            for kind in KINDS}
     for kind in KINDS:
         a = lin[kind]
-        print(f"{kind:>8}: linear (within {a['tolerance']:.0%}) for lr in [{_fmt(a['linear_from_lr'])}, "
-              f"{_fmt(a['linear_up_to_lr'])}], log-log slope there {_fmt(a['slope_linear_range'])}; "
-              f"curvature from lr={_fmt(a['nonlinear_from_lr'])}, rounding noise below "
-              f"lr={_fmt(a['precision_floor_below_lr'])}")
+        a["held_out"] = [p["held_out"][kind]["value"] for p in points]
+        a["held_out_se"] = [p["held_out"][kind]["se"] for p in points]
+        print(f"{kind:>14}: linear (within {a['tolerance']:.0%}) for lr in "
+              f"[{_fmt(a['linear_from_lr'])}, {_fmt(a['linear_up_to_lr'])}], log-log slope there "
+              f"{_fmt(a['slope_linear_range'])}; curvature from lr={_fmt(a['nonlinear_from_lr'])}, "
+              f"rounding noise below lr={_fmt(a['precision_floor_below_lr'])}")
+    ess = [p["held_out_ess_min_share"] for p in points]
+    low = [p["lr"] for p, e in zip(points, ess) if e < s.cfg.min_ess_share]
+    if low:
+        print(f"importance weights degenerate (ESS share < {s.cfg.min_ess_share}) from lr "
+              f"{min(low):g}: the held-out truth is unreliable there")
     path = out / "eta_sweep.png"
     plots.eta_sweep(lin, path, s.cfg.model, s.cfg.optimizer)
     run.log_image("eta_sweep", path)
-    return {"linearity": lin}
+    return {"linearity": lin, "held_out_ess_min_share": ess, "low_ess_lrs": low}
 
 
 def mode_batch_scaling(s: Session, out: Path, run) -> dict:
@@ -236,7 +256,7 @@ def mode_batch_scaling(s: Session, out: Path, run) -> dict:
             for r in range(c.runs):
                 run_dir = out / "runs" / f"be{b:04d}-r{r:03d}"
                 result = one_run(s, run_dir, e_index=b * 100_000 + r, batch_e=b, update=update,
-                                 jackknife=False)
+                                 jackknife=False, heldout=False)
                 bar.update(1)
                 if result is None:
                     failed.append(run_dir.name)
@@ -255,7 +275,7 @@ def mode_batch_scaling(s: Session, out: Path, run) -> dict:
         for row in a["levels"]:
             row["rms_reported_se"] = float(np.sqrt(np.mean(np.square(reported[kind][row["batch_e"]]))))
         result["kinds"][kind] = a
-        print(f"{kind:>8}: {a['verdict']} (b = {a['mean_fit']['b']:.3g} +- "
+        print(f"{kind:>14}: {a['verdict']} (b = {a['mean_fit']['b']:.3g} +- "
               f"{a['mean_fit']['se_b']:.2g}, p = {a['mean_fit']['p_b']:.3g}; spread slope "
               f"{a['spread_fit']['slope']:.2f} +- {a['spread_fit']['se_slope']:.2f})")
     path = out / "batch_scaling.png"
@@ -271,16 +291,15 @@ def mode_sanity_check(s: Session, out: Path, run) -> dict:
     fresh, fixed, failed = [], [], []
     total = c.runs * (1 if cfg.share_batches else 2)
     with tqdm(total=total, desc=f"{SCRIPT} sanity-check", unit="run") as bar:
-        for r in range(c.runs):   # fresh U and E each run
+        for r in range(c.runs):   # fresh U, E and E' each run
             run_dir = out / "runs" / f"fresh-r{r:03d}"
             result = one_run(s, run_dir, e_index=r, u_index=r, batch_e=cfg.batch_e)
             bar.update(1)
             if result:
-                run.log({"run": run_dir.name, **{f"{name}_{k}": result[name][k]["value"]
-                                                 for name in ("delta_h1", "delta_h_true")
-                                                 for k in KINDS}})
-            if result:
                 fresh.append(result)
+                run.log({"run": run_dir.name, **{f"{name}_{k}": result[name][k]["value"]
+                                                 for name in ("delta_h1", "held_out")
+                                                 for k in KINDS}})
             else:
                 failed.append(run_dir.name)
         if not cfg.share_batches:
@@ -288,7 +307,7 @@ def mode_sanity_check(s: Session, out: Path, run) -> dict:
             for r in range(c.runs):   # U held fixed, fresh E
                 run_dir = out / "runs" / f"fixed-u-r{r:03d}"
                 result = one_run(s, run_dir, e_index=1_000_000 + r, batch_e=cfg.batch_e,
-                                 update=update, jackknife=False)
+                                 update=update, jackknife=False, heldout=False)
                 bar.update(1)
                 if result:
                     fixed.append(result)
@@ -297,24 +316,27 @@ def mode_sanity_check(s: Session, out: Path, run) -> dict:
     if len(fresh) < 3:
         raise RuntimeError(f"sanity-check needs 3+ successful runs with fresh U; failed: {failed}")
     summary = {"runs": c.runs, "failed_runs": failed, "alpha": c.alpha,
-               "success_definition": "|Delta-H_true - delta-H1| <= 2 SE_cond(delta-H1)", "kinds": {}}
+               "truth": "held-out: the real step's change on an independent E' batch",
+               "low_ess_runs": sum(r["held_out"]["ess"]["low"] for r in fresh), "kinds": {}}
     for kind in KINDS:
         firsts = [r["delta_h1"][kind]["value"] for r in fresh]
-        trues = [r["delta_h_true"][kind]["value"] for r in fresh]
-        bias = analysis.paired_bias(firsts, trues)
+        held = [r["held_out"][kind]["value"] for r in fresh]
+        z = [r["held_out"][kind]["z"] for r in fresh]
+        lin = [r["linearisation_check"][kind]["value"] for r in fresh]
         se_total = [r["delta_h1"][kind]["se_total"] for r in fresh]
-        ok = [abs(t - f) <= 2 * r["delta_h1"][kind]["se_cond"] for t, f, r in zip(trues, firsts, fresh)]
-        entry = {"bias": bias, "bias_detected": bias["p"] < c.alpha,
+        entry = {"held_out_bias": analysis.paired_bias(firsts, held),
+                 "held_out_z": analysis.z_summary(z, c.alpha),
+                 "linearisation_check": analysis.paired_bias(firsts, lin),
                  "total_se_calibration": analysis.calibration(firsts, se_total, c.alpha),
-                 "success_rate": float(np.mean(ok)), "successes": int(sum(ok)),
-                 "first": firsts, "true": trues}
+                 "first": firsts, "held_out": held, "linearisation": lin}
+        entry["bias_detected"] = entry["held_out_bias"]["p"] < c.alpha
         if len(fixed) >= 3:
             entry["conditional_se_calibration"] = analysis.calibration(
                 [r["delta_h1"][kind]["value"] for r in fixed],
                 [r["delta_h1"][kind]["se_cond"] for r in fixed], c.alpha)
         entry["verdict"] = sanity_verdict(entry)
         summary["kinds"][kind] = entry
-        print(f"{kind:>8}: {entry['verdict']}")
+        print(f"{kind:>14}: {entry['verdict']}")
     path = out / "sanity_check.png"
     plots.sanity_check(summary["kinds"], path, s.cfg.model)
     run.log_image("sanity_check", path)
@@ -322,18 +344,19 @@ def mode_sanity_check(s: Session, out: Path, run) -> dict:
 
 
 def sanity_verdict(entry: dict) -> str:
-    b = entry["bias"]
-    parts = [(f"gap Delta-H_true - delta-H1 = {b['mean_difference']:.3g} +- {b['se']:.2g} "
-              f"({_fmt(b['relative_bias'], '.1%')} of Delta-H; z = {b['z']:.2f}): ")
-             + ("second-order effects detected, lower lr for a pure first-order check"
-                if entry["bias_detected"] else "no gap detected")]
+    b, z, lin = entry["held_out_bias"], entry["held_out_z"], entry["linearisation_check"]
+    parts = [(f"held-out gap Delta-H' - delta-H1 = {b['mean_difference']:.3g} +- {b['se']:.2g} "
+              f"(z = {b['z']:.2f}): ") + ("BIAS or second-order effects detected"
+                                         if entry["bias_detected"] else "no gap detected"),
+             f"per-run z SD {z['sd']:.2f} +- {z['se_sd']:.2f} "
+             f"({'calibrated' if z['calibrated'] else 'MISCALIBRATED'})",
+             f"linearisation check (same E, not a truth) gap {lin['mean_difference']:.2g}"]
     for key, label in (("conditional_se_calibration", "SE given U"),
                        ("total_se_calibration", "total SE")):
         if key in entry:
             cal = entry[key]
             parts.append(f"{label} {'calibrated' if cal['calibrated'] else 'MISCALIBRATED'} "
                          f"(SD of z = {cal['sd_z']:.2f} +- {cal['se_sd_z']:.2f})")
-    parts.append(f"success {entry['successes']}/{len(entry['first'])}")
     return "; ".join(parts)
 
 
@@ -364,63 +387,73 @@ def mode_debug(s: Session, out: Path, run) -> dict:
     return summary
 
 
+def mode_exact(cfg: EntropyConfig, out: Path, run) -> dict:
+    from rl_onoff.entropy.exact import run_exact
+
+    summary = run_exact(cfg)
+    io.write_json(out / "runs.json", summary.pop("runs"))
+    for kind, entry in summary["kinds"].items():
+        print(f"{kind:>14}: {entry['verdict']}")
+    path = out / "exact.png"
+    plots.exact(summary, io.read_json(out / "runs.json"), path)
+    run.log_image("exact", path)
+    return summary
+
+
 MODES = {"single": mode_single, "batch-scaling": mode_batch_scaling,
-         "sanity-check": mode_sanity_check, "eta-sweep": mode_eta_sweep, "debug": mode_debug}
+         "sanity-check": mode_sanity_check, "eta-sweep": mode_eta_sweep, "exact": mode_exact,
+         "debug": mode_debug}
 
 
 # ---------------------------------------------------------------------------
 
 
-def output_dir(cfg: EntropyConfig) -> Path:
-    """`<output_dir>/<mode>/<name>_<timestamp>/`, never an existing directory."""
-    from rl_onoff.sampling import resolve_path
-    from rl_onoff.tracking import run_name
-
-    base = resolve_path(cfg.output_dir) / cfg.mode / (
-        f"{run_name(cfg, SCRIPT)}_{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    out, suffix = base, 1
-    while out.exists():
-        suffix += 1
-        out = base.with_name(f"{base.name}-{suffix}")
-    out.mkdir(parents=True)
-    return out
-
-
 def run_entropy(config: Config) -> dict:
-    """Run 05-entropy in the configured mode; return its summary."""
+    """Run 05-entropy in the configured mode, in `<output_dir>/<mode>/`; return its summary."""
     import torch
 
-    from rl_onoff import tracking
+    from rl_onoff.stage import Stage
 
     cfg: EntropyConfig = config[SECTION]
     torch.manual_seed(cfg.seed)
-    session = open_session(cfg)
-    out = output_dir(cfg)
-    with tracking.start_run(SCRIPT, config, SECTION, output_dir=out) as run:
-        tracking.write_provenance(out, config, SECTION, run, session.model_info)
-        summary = {"mode": cfg.mode, "model": session.model_info, "optimizer": cfg.optimizer,
-                   "lr": cfg.lr, "batch_e": cfg.batch_e, "batch_u": cfg.batch_u,
-                   "num_samples": cfg.num_samples, "precision": cfg.precision,
-                   **MODES[cfg.mode](session, out, run)}
+    stage = Stage(SCRIPT, SECTION, config)
+    stage.out = stage.out / cfg.mode      # each mode owns its folder
+    with stage:
+        summary = {"mode": cfg.mode, "optimizer": cfg.optimizer}
+        if cfg.mode == "exact":        # no language model: an enumerable policy
+            out = stage.claim()
+            summary.update(mode_exact(cfg, out, stage.run))
+        else:
+            session = open_session(stage)
+            out = stage.claim()
+            summary.update({"model": session.model_info, "lr": cfg.lr, "batch_e": cfg.batch_e,
+                            "batch_u": cfg.batch_u, "batch_heldout": cfg.batch_heldout,
+                            "num_samples": cfg.num_samples, "precision": cfg.precision,
+                            "reward": cfg.reward, **MODES[cfg.mode](session, out, stage.run)})
         io.write_json(out / "summary.json", summary)
-        run.finish(summary=summary)
+        stage.finish(summary)
     print(f"wrote {out}")
     return summary
 
 
 def format_single(result: dict, s: Session) -> str:
     c = s.cfg
-    lines = [f"05-entropy single: {c.model}, B_E={result['batch_e']} B_U={result['batch_u']} "
-             f"G={result['num_samples']}, {c.optimizer} lr={c.lr:g}, U reward "
-             f"{result['u_batch']['reward_mean']:.3f} ({result['u_batch']['groups_with_signal']}/"
-             f"{result['batch_u']} prompts with a reward signal)",
-             f"{'kind':>8}  {'H (nats)':>16}  {'delta-H1 +- SE_cond (SE_total)':>34}  "
-             f"{'Delta-H_true +- SE':>22}  {'ratio':>6}"]
+    lines = [f"05-entropy single: {c.model}, B_E={result['batch_e']} B_E'={result['batch_heldout']} "
+             f"B_U={result['batch_u']} G={result['num_samples']}, {c.optimizer} lr={c.lr:g}, U "
+             f"reward {result['u_batch']['reward_mean']:.3f} "
+             f"({result['u_batch']['groups_with_signal']}/{result['batch_u']} prompts with a signal)",
+             f"{'kind':>14}  {'H (nats)':>16}  {'delta-H1 +- SE_cond (SE_total)':>34}  "
+             f"{'held-out Delta-H-prime +- SE':>28}  {'z':>6}  {'linearisation ratio':>8}"]
     for kind in KINDS:
-        h, f, t = result["entropy"][kind], result["delta_h1"][kind], result["delta_h_true"][kind]
-        lines.append(f"{kind:>8}  {h['estimate']:8.4f} +- {h['se']:<6.2g}  "
+        h, f, t = result["entropy"][kind], result["delta_h1"][kind], result["held_out"][kind]
+        lines.append(f"{kind:>14}  {h['estimate']:8.4f} +- {h['se']:<6.2g}  "
                      f"{f['value']:+.4e} +- {f['se_cond']:.2e} ({_fmt(f['se_total'], '.2e')})  "
-                     f"{t['value']:+.4e} +- {t['se_cond']:.2e}  {_fmt(result['ratio'][kind], '.4f')}")
+                     f"{t['value']:+.4e} +- {t['se']:.2e}  {t['z']:+6.2f}  "
+                     f"{_fmt(result['linearisation_check'][kind]['ratio'], '.4f')}")
+    ess = result["held_out"]["ess"]
+    lines.append(f"E' importance weights: ESS share min {ess['min_share']:.3f}, mean "
+                 f"{ess['mean_share']:.3f}" + (f"  LOW (< {ess['threshold']}): the held-out truth "
+                                                "is unreliable; lower lr" if ess["low"] else ""))
     lines.append("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in result["timings"].items()))
     lines.append(f"real step vs lr * direction: max relative difference "
                  f"{result['update']['real_step_mismatch']:.1e}")

@@ -11,7 +11,9 @@ from rl_onoff import io
 from rl_onoff.colors import color_for
 from rl_onoff.entropy.estimators import KINDS
 
-LABELS = {"sequence": "sequence entropy  -log pi(y)", "token": "per-token entropy (full vocab)"}
+LABELS = {"sequence": "sequence entropy  -log pi(y)",
+          "token_mean": "token entropy, per-response mean",
+          "token_weighted": "token entropy, length-weighted"}
 
 
 def _figure(rows: int, cols: int, width: float = 5.2, height: float = 4.0):
@@ -38,21 +40,26 @@ def _diagonal(ax, x, y) -> None:
 
 
 def single(result: dict, path: Path, model: str) -> None:
-    """Per E prompt: the first-order prediction against the importance-weighted true change."""
+    """Per prompt: delta-H1 on E against the held-out change on E' (independent: scatter is
+    noise; the means are what must agree), with the linearisation check on E beside it."""
     fig, axes = _figure(1, len(KINDS))
+    color = color_for(model)
     for ax, kind in zip(axes[0], KINDS):
-        x = np.asarray(result["per_prompt"][kind]["delta_h1"])
-        y = np.asarray(result["per_prompt"][kind]["delta_h_true"])
-        ax.scatter(x, y, s=18, color=color_for(model), alpha=0.8, label=model)
-        _diagonal(ax, x, y)
-        f, t = result["delta_h1"][kind], result["delta_h_true"][kind]
-        ax.set_title(f"{LABELS[kind]}\nmean: delta-H1 {f['value']:.3g} +- {f['se_cond']:.2g}, "
-                     f"true {t['value']:.3g}", fontsize=9)
-        ax.set_xlabel("delta-H1 per prompt (first order, nats)")
-        ax.set_ylabel("Delta-H_true per prompt (real step, nats)")
-        ax.legend(fontsize=8)
+        per = result["per_prompt"][kind]
+        f, h = result["delta_h1"][kind], result["held_out"][kind]
+        ax.scatter(per["delta_h1"], per["linearisation_check"], s=14, color="0.55",
+                   label="E: linearisation check (same responses)")
+        ax.errorbar([f["value"]], [h["value"]], xerr=[2 * f["se_cond"]], yerr=[2 * h["se"]],
+                    fmt="o", color=color, capsize=4, ms=8, label=f"batch means +- 2 SE, {model}")
+        _diagonal(ax, np.append(per["delta_h1"], f["value"]),
+                  np.append(per["linearisation_check"], h["value"]))
+        ax.set_title(f"{LABELS[kind]}\ndelta-H1 {f['value']:.3g} +- {f['se_cond']:.2g}, "
+                     f"held-out {h['value']:.3g} +- {h['se']:.2g}, z = {h['z']:.2f}", fontsize=9)
+        ax.set_xlabel("delta-H1 (first order, nats)")
+        ax.set_ylabel("entropy change after the real step (nats)")
+        ax.legend(fontsize=7)
     fig.suptitle(f"05-entropy single: lr {result['lr']:g}, B_E={result['batch_e']}, "
-                 f"B_U={result['batch_u']}", fontsize=10)
+                 f"B_E'={result['batch_heldout']}, B_U={result['batch_u']}", fontsize=10)
     _save(fig, path)
 
 
@@ -63,12 +70,15 @@ def eta_sweep(linearity: dict, path: Path, model: str, optimizer: str) -> None:
     for ax, kind in zip(axes[0], KINDS):
         lin = linearity[kind]
         eta, true, first = (np.asarray(lin[k]) for k in ("lrs", "delta_h_true", "delta_h1"))
+        held = np.asarray(lin["held_out"])
         same = np.sign(true) == np.sign(first)
         ax.loglog(eta, np.abs(first), color="0.4", lw=1.2, label="|delta-H1| (first order)")
-        ax.loglog(eta[same], np.abs(true[same]), "o", color=color, label=f"|Delta-H_true|, {model}")
+        ax.loglog(eta[same], np.abs(true[same]), "o", color=color,
+                  label=f"|linearisation check| (same E), {model}")
         if (~same).any():
             ax.loglog(eta[~same], np.abs(true[~same]), "o", mfc="none", color=color,
-                      label="|Delta-H_true|, opposite sign")
+                      label="|linearisation check|, opposite sign")
+        ax.loglog(eta, np.abs(held), "x", color="0.2", label="|held-out change| (E')")
         if lin["linear_from_lr"] is not None:
             ax.axvspan(lin["linear_from_lr"], lin["linear_up_to_lr"], color="0.92",
                        label=f"within {lin['tolerance']:.0%} of first order")
@@ -125,33 +135,60 @@ def batch_scaling(kinds: dict, first: dict, path: Path, model: str) -> None:
 
 
 def sanity_check(kinds: dict, path: Path, model: str) -> None:
-    """Left: delta-H1 against Delta-H_true over runs. Right: z-scores of delta-H1 with U fixed."""
+    """Left: delta-H1 against the held-out change over runs. Right: z-scores of delta-H1 with U fixed."""
     fig, axes = _figure(len(KINDS), 2)
     color = color_for(model)
     for row, kind in enumerate(KINDS):
         entry = kinds[kind]
         ax = axes[row][0]
-        x, y = np.asarray(entry["true"]), np.asarray(entry["first"])
-        ax.scatter(x, y, s=20, color=color, label=f"runs (fresh U and E), {model}")
+        x, y = np.asarray(entry["held_out"]), np.asarray(entry["first"])
+        ax.scatter(x, y, s=20, color=color, label=f"runs (fresh U, E, E'), {model}")
         _diagonal(ax, x, y)
-        b = entry["bias"]
-        ax.set_title(f"{LABELS[kind]}\ngap {b['mean_difference']:.2g} +- {b['se']:.1g} (z={b['z']:.2f}), "
-                     f"success {entry['successes']}/{len(x)}", fontsize=9)
-        ax.set_xlabel("Delta-H_true (real step, nats)")
+        b = entry["held_out_bias"]
+        ax.set_title(f"{LABELS[kind]}\nheld-out gap {b['mean_difference']:.2g} +- {b['se']:.1g} "
+                     f"(z={b['z']:.2f}), per-run z SD {entry['held_out_z']['sd']:.2f}", fontsize=9)
+        ax.set_xlabel("held-out Delta-H' (real step on E', nats)")
         ax.set_ylabel("delta-H1 (first order, nats)")
         ax.legend(fontsize=8)
-
         ax = axes[row][1]
         cal = entry.get("conditional_se_calibration") or entry["total_se_calibration"]
         which = "U fixed, SE given U" if "conditional_se_calibration" in entry else "total SE"
-        z = np.asarray(cal["z"])
-        edges = np.linspace(-4, 4, 17)
-        ax.hist(np.clip(z, -4, 4), bins=edges, density=True, color=color, alpha=0.6,
-                label=f"z of delta-H1 ({which})")
-        grid = np.linspace(-4, 4, 200)
-        ax.plot(grid, np.exp(-grid ** 2 / 2) / math.sqrt(2 * math.pi), color="0.3", label="N(0, 1)")
+        _z_histogram(ax, np.asarray(cal["z"]), color, f"z of delta-H1 ({which})")
         ax.set_title(f"SD of z = {cal['sd_z']:.2f} +- {cal['se_sd_z']:.2f} "
                      f"({'calibrated' if cal['calibrated'] else 'miscalibrated'})", fontsize=9)
         ax.set_xlabel("z = (delta-H1 - mean) / SE")
+    _save(fig, path)
+
+
+def _z_histogram(ax, z: np.ndarray, color, label: str) -> None:
+    edges = np.linspace(-4, 4, 17)
+    ax.hist(np.clip(z, -4, 4), bins=edges, density=True, color=color, alpha=0.6, label=label)
+    grid = np.linspace(-4, 4, 200)
+    ax.plot(grid, np.exp(-grid ** 2 / 2) / math.sqrt(2 * math.pi), color="0.3", label="N(0, 1)")
+    ax.legend(fontsize=8)
+
+
+def exact(summary: dict, runs: list[dict], path: Path) -> None:
+    """Top: delta-H1 against the exact first-order change per run. Bottom: its z-scores."""
+    fig, axes = _figure(2, len(KINDS))
+    color = color_for("exact")
+    for col, kind in enumerate(KINDS):
+        entry = summary["kinds"][kind]
+        fo = np.array([r[kind]["exact_first_order"] for r in runs])
+        first = np.array([r[kind]["delta_h1"] for r in runs])
+        se = np.array([r[kind]["se_cond"] for r in runs])
+        ax = axes[0][col]
+        ax.errorbar(fo, first, yerr=2 * se, fmt="o", ms=3, color=color, alpha=0.5, elinewidth=0.6)
+        _diagonal(ax, fo, first)
+        ax.set_title(f"{LABELS[kind]}\nbias {entry['relative_bias']:+.1%} +- "
+                     f"{entry['se_relative_bias']:.1%} ({len(runs)} runs)", fontsize=9)
+        ax.set_xlabel("exact first-order change grad H . Dtheta (nats)")
+        ax.set_ylabel("delta-H1 +- 2 SE_cond (nats)")
         ax.legend(fontsize=8)
+        b = entry["delta_h1_vs_exact_first_order"]
+        _z_histogram(axes[1][col], (first - fo) / se, color, "z = (delta-H1 - exact) / SE_cond")
+        axes[1][col].set_title(f"mean z {b['mean']:+.2f} +- {b['se_mean']:.2f}, SD {b['sd']:.2f} "
+                               f"+- {b['se_sd']:.2f}", fontsize=9)
+    fig.suptitle(f"05-entropy exact: tabular policy, {summary['policy']['responses']} responses, "
+                 f"lr {summary['lr']:g}", fontsize=10)
     _save(fig, path)
