@@ -164,15 +164,27 @@ def test_walk_probabilities_widening_and_uct_on_the_hand_built_tree():
         counts[boltzmann_walk(tree.root, lam, rng)] += 1
     assert chi_square_p_value(counts, probs) > 1e-3
     assert best_terminal(tree, lam) is x
-    # widening counts draws: root has 2 draws, N = 3 visits
-    assert is_full(tree.root, 1.0, 0.5)          # 2 >= 3^0.5
-    assert not is_full(tree.root, 1.0, 1.0)      # 2 < 3
+    # widening counts draws against the coming visit: root has 2 draws, N = 3 visits
+    assert is_full(tree.root, 1.0, 0.5)          # 2 >= (3 + 1)^0.5
+    assert not is_full(tree.root, 1.1, 0.5)      # 2 < 1.1 * 2
+    assert not is_full(tree.root, 1.0, 1.0)      # 2 < 4
     assert not is_full(x, 1.0, 0.5)              # no children
     # uct: argmax of v + c sqrt(ln N / n)
     assert uct_child(tree.root, 0.0) is a        # v(a) > 0.5
     assert uct_child(tree.root, 10.0) is b       # fewer visits, bigger bonus
     tree.add_child(tree.root, 3, terminal=True, finish="eos")
     assert uct_child(tree.root, 0.0).visits == 0  # unvisited first
+
+
+def test_a_fresh_one_draw_path_is_not_full_so_rollout_two_draws_anew():
+    tree = toy_search(1, Settings(widen_c=1.0, widen_alpha=0.5))
+    node = tree.root
+    while not node.terminal:                     # one rollout: a path of one-draw nodes
+        assert node.visits == 1 and not is_full(node, 1.0, 0.5)
+        (node,) = node.children.values()
+    for seed in range(20):
+        tree = toy_search(2, Settings(widen_c=1.0, widen_alpha=0.5), seed=seed)
+        assert sum(c.draws for c in tree.root.children.values()) == 2  # drew at the root again
 
 
 def test_boltzmann_samples_approach_the_tilted_target():
@@ -231,14 +243,76 @@ def test_improvement_rates_and_budget_counts():
     assert metrics.count_at_budget([10, 20, 30], 31) == 3
     assert metrics.count_at_budget([10, 20, 30], 5) == 1
     assert metrics.count_at_budget([10, 20, 30], 999) == 3
-    samples = [{"num_tokens": 10, "reward": 0.0, "correct": False},
-               {"num_tokens": 10, "reward": 1.0, "correct": True},
-               {"num_tokens": 10, "reward": 0.0, "correct": False},
-               {"num_tokens": 10, "reward": 0.0, "correct": False}]
+    samples = [{"num_tokens": 10, "reward": 0.0, "correct": False, "cluster": 0},
+               {"num_tokens": 10, "reward": 1.0, "correct": True, "cluster": 1},
+               {"num_tokens": 10, "reward": 0.0, "correct": False, "cluster": 0},
+               {"num_tokens": 10, "reward": 0.0, "correct": False, "cluster": None}]
     at = metrics.sampling_at_budget(samples, 15)
     assert at["n"] == 2 and at["best_of_n_correct"] and at["tokens"] == 20
     assert at["pass_at_n"] == pytest.approx(1 - math.comb(3, 2) / math.comb(4, 2))
+    assert not at["maj_correct"]                 # a 1-1 tie goes to the cluster seen first
     assert not metrics.sampling_at_budget(samples, 10)["best_of_n_correct"]
+    assert not metrics.sampling_at_budget(samples, 40)["maj_correct"]  # 2 votes to 1
+    for sample, new in zip(samples, [10, 2, 3, 10]):
+        sample["new_tokens"] = new               # counted in distinct tokens: 3 fit in 15
+    assert metrics.sampling_at_budget(samples, 15, "new_tokens")["n"] == 3
+
+
+def test_vote_weights_clusters_and_skips_missing_answers():
+    assert metrics.vote([None, 0, 1, 1, 0], [9, 1, 1, 1, 3]) == 1      # cluster 0: 4 > 2
+    assert metrics.vote([None, 0, 1, 1, 0], [9, 1, 2, 1, 1]) == 2
+    assert metrics.vote([0, 1], [1, 1]) == 0                           # tie: first seen
+    assert metrics.vote([None, None], [1, 1]) is None
+    leaves = [{"cluster": 0, "correct": False}, {"cluster": 1, "correct": True},
+              {"cluster": None, "correct": False}]
+    assert metrics.voted_correct(leaves, [1, 2, 5]) and not metrics.voted_correct(leaves, [3, 2, 5])
+
+
+def test_distinct_tokens_count_each_prefix_once():
+    from rl_onoff.search.baseline import distinct_new_tokens
+
+    rng = random.Random(0)
+    responses = [[rng.randrange(3) for _ in range(rng.randrange(1, 6))] for _ in range(40)]
+    seen, expected = set(), []
+    for ids in responses:                        # the prefixes as tuples, counted by a set
+        prefixes = {tuple(ids[:i]) for i in range(1, len(ids) + 1)}
+        expected.append(len(prefixes - seen))
+        seen |= prefixes
+    assert distinct_new_tokens(responses) == expected
+
+
+def test_bootstrap_intervals_agree_with_the_normal_interval_and_pair_differences():
+    from rl_onoff.search.intervals import difference, interval
+    from rl_onoff.stats import mean_interval
+
+    rng = np.random.default_rng(0)
+    values = (rng.random(400) < 0.3).astype(float)
+    boot, normal = interval(values), mean_interval(list(values))
+    assert boot["mean"] == pytest.approx(normal.mean)
+    assert boot["lo"] == pytest.approx(normal.lo, abs=0.008)
+    assert boot["hi"] == pytest.approx(normal.hi, abs=0.008)
+    # seeds: with identical seeds the seed level adds nothing; a shared question offset cancels
+    # in a paired difference (much narrower than either interval)
+    hard = rng.random((200, 1))
+    same = interval(np.repeat(values[:200, None], 3, axis=1))
+    assert same["lo"] == pytest.approx(interval(values[:200])["lo"], abs=0.02)
+    a = hard + 0.05 * rng.random((200, 3))
+    b = hard + 0.05 * rng.random((200, 3)) - 0.1
+    d = difference(a, b)
+    assert d["excludes_zero"] and d["mean"] == pytest.approx(float((a - b).mean()))
+    assert d["hi"] - d["lo"] < 0.2 * (interval(a)["hi"] - interval(a)["lo"])
+    assert not difference(values, values)["excludes_zero"]
+    assert interval([[1.0, 0.0]])["lo"] is None  # one question: no interval
+
+
+def test_oracle_labels_follow_the_reward():
+    from rl_onoff.search.rewards import uses_reference
+
+    assert uses_reference("math_verify", {}) and uses_reference("step_check", {"math_verify": 1})
+    assert not uses_reference("step_check", {"length": -0.1})
+    assert metrics.is_oracle("tree_best", True) and not metrics.is_oracle("tree_best", False)
+    assert metrics.is_oracle("blind_any_correct", False)
+    assert not metrics.is_oracle("tree_vote", True) and not metrics.is_oracle("sampling_maj", True)
 
 
 # ---------------------------------------------------------------------------

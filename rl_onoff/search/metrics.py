@@ -53,90 +53,122 @@ def best_index(rewards: list[float]) -> int:
     return max(range(len(rewards)), key=lambda i: (rewards[i], -i))
 
 
-def sampling_at_budget(samples: list[dict], budget: float) -> dict:
-    """Plain sampling at `budget`: best-of-n (the highest-reward sample of the first n, by
-    reward including shaping) and unbiased pass@n over the whole pool."""
-    n = count_at_budget([s["num_tokens"] for s in samples], budget)
+def vote(labels: list[int | None], weights: list[float]) -> int | None:
+    """The index of the first member of the cluster with the most weight (ties: the cluster
+    seen first); None when nothing voted (no extracted answer)."""
+    totals: dict[int, float] = {}
+    for label, weight in zip(labels, weights):
+        if label is not None:
+            totals[label] = totals.get(label, 0.0) + weight
+    if not totals:
+        return None
+    winner = max(sorted(totals), key=totals.__getitem__)
+    return labels.index(winner)
+
+
+def voted_correct(items: list[dict], weights: list[float]) -> bool:
+    """Whether the weighted majority answer among `items` (each with `cluster`, `correct`) is
+    right: reference-free selection, the reference only grades the choice."""
+    chosen = vote([i["cluster"] for i in items], weights)
+    return chosen is not None and bool(items[chosen]["correct"])
+
+
+def sampling_at_budget(samples: list[dict], budget: float, count: str = "num_tokens") -> dict:
+    """Plain sampling at `budget`, tokens counted by `count` (num_tokens: every token;
+    new_tokens: distinct prefixes only, the prefix-shared control): best-of-n by reward,
+    maj@n (reference-free) and unbiased pass@n over the whole pool."""
+    n = count_at_budget([s[count] for s in samples], budget)
     first = samples[:n]
     best = first[best_index([s["reward"] for s in first])]
     correct = sum(s["correct"] for s in samples)
-    return {"n": n, "tokens": sum(s["num_tokens"] for s in first),
+    return {"n": n, "tokens": sum(s[count] for s in first),
             "best_of_n_correct": bool(best["correct"]), "best_of_n_reward": best["reward"],
+            "maj_correct": voted_correct(first, [1.0] * n),
             "pass_at_n": pass_at_k(len(samples), correct, n)}
 
 
-def tree_at_budget(rollouts: list[dict], budget: float) -> bool:
-    """Whether the tree's best response (by reward) was correct once it had spent `budget`."""
-    n = count_at_budget([r["new_tokens"] for r in rollouts], budget)
-    return bool(rollouts[n - 1]["best_correct"])
+def tree_values(tree: dict) -> dict:
+    """One tree's per-question values: best by reward, visit-weighted vote over its distinct
+    leaves, its Boltzmann sample, the walk's chance of a correct answer, any leaf correct."""
+    leaves = tree["responses"]
+    return {"best": float(tree["best"]["correct"]),
+            "vote": float(voted_correct(leaves, [leaf["visits"] for leaf in leaves])),
+            "boltzmann": float(tree["boltzmann"]["correct"]),
+            "boltzmann_expected": tree["boltzmann_p_correct"],
+            "any_correct": float(any(leaf["correct"] for leaf in leaves))}
 
 
-def budget_curves(questions: list[dict], points: int = 25) -> dict:
-    """Mean accuracy per method at equal budgets: at each point every question gets the same
-    share f of its tree's budget B_q for both methods; x is the mean budget f * mean(B_q)."""
-    budgets = [q["tree"]["budget_tokens"] for q in questions]
-    shares = np.linspace(1 / points, 1, points).tolist()
-    tree, best_of_n, pass_n = [], [], []
-    for f in shares:
-        at = [sampling_at_budget(q["sampling"]["samples"], f * b) for q, b in zip(questions, budgets)]
-        tree.append(float(np.mean([tree_at_budget(q["tree"]["rollouts"], f * b)
-                                   for q, b in zip(questions, budgets)])))
-        best_of_n.append(float(np.mean([a["best_of_n_correct"] for a in at])))
-        pass_n.append(float(np.mean([a["pass_at_n"] for a in at])))
-    return {"budget_tokens": [f * float(np.mean(budgets)) for f in shares], "share": shares,
-            "tree_best": tree, "best_of_n": best_of_n, "pass_at_n": pass_n}
+def sampling_values(samples: list[dict], budget: float) -> dict:
+    """Both sampling controls at one tree's budget, per question."""
+    out = {}
+    for prefix, count in (("sampling", "num_tokens"), ("prefix_shared", "new_tokens")):
+        at = sampling_at_budget(samples, budget, count)
+        out.update({f"{prefix}_best_of_n": float(at["best_of_n_correct"]),
+                    f"{prefix}_maj": float(at["maj_correct"]),
+                    f"{prefix}_pass_at_n": at["pass_at_n"], f"{prefix}_samples": at["n"]})
+    return out
 
 
-def reward_curves(questions: list[dict]) -> dict:
-    """Mean over questions, per rollout index: the rollout's reward and the best so far."""
-    rewards = np.array([[r["reward"] for r in q["tree"]["rollouts"]] for q in questions])
-    best = np.maximum.accumulate(rewards, axis=1)
-    return {"rollout": list(range(1, rewards.shape[1] + 1)),
-            "mean_reward": rewards.mean(0).tolist(), "mean_best_reward": best.mean(0).tolist()}
+# metric -> whether it reads the reference to pick (always), or only through the reward ("r")
+ORACLE = {"tree_best": "r", "tree_vote": False, "tree_boltzmann": "r",
+          "tree_boltzmann_expected": "r", "tree_any_correct": True,
+          "sampling_best_of_n": "r", "sampling_maj": False, "sampling_pass_at_n": True,
+          "prefix_shared_best_of_n": "r", "prefix_shared_maj": False,
+          "prefix_shared_pass_at_n": True, "greedy": False, "single_sample": False}
+# (tree metric, control metric) pairs whose paired differences every summary reports
+COMPARISONS = (("tree_vote", "prefix_shared_maj"), ("tree_vote", "sampling_maj"),
+               ("tree_vote", "blind_vote"), ("tree_best", "prefix_shared_best_of_n"),
+               ("tree_best", "sampling_best_of_n"), ("tree_best", "blind_best"))
+
+
+def is_oracle(metric: str, reward_reads_reference: bool) -> bool:
+    flag = ORACLE[metric.replace("blind_", "tree_")]
+    return reward_reads_reference if flag == "r" else flag
+
+
+def question_values(tree: dict, blind: dict, samples: list[dict]) -> dict:
+    """Every accuracy of one setting on one question (one seed): the tree, its reward-blind
+    twin, and the sampling controls at the tree's budget."""
+    out = {f"tree_{k}": v for k, v in tree_values(tree).items()}
+    out.update({f"blind_{k}": v for k, v in tree_values(blind).items()})
+    out.update(sampling_values(samples, tree["budget_tokens"]))
+    return out
+
+
+def setting_summary(values: list[list[dict]], trees: list[list[dict]], reads_reference: bool,
+                    resamples: int) -> dict:
+    """Accuracies with intervals and paired differences for one setting; `values` and `trees`
+    are indexed [question][seed]."""
+    from rl_onoff.search.intervals import difference, interval
+
+    def grid(key):
+        return np.array([[cell[key] for cell in row] for row in values], dtype=float)
+
+    accuracy = {}
+    for key in values[0][0]:
+        if key.endswith("_samples"):
+            continue
+        accuracy[key] = {**interval(grid(key), resamples), "oracle": is_oracle(key, reads_reference)}
+    differences = {f"{a} - {b}": difference(grid(a), grid(b), resamples) for a, b in COMPARISONS}
+    cells = [t for row in trees for t in row]
+    rollouts = [r for t in cells for r in t["rollouts"]]
+    return {
+        "accuracy": accuracy, "differences": differences,
+        "mean_budget_tokens": _mean(t["budget_tokens"] for t in cells),
+        "mean_samples_at_budget": {k: _mean(cell[f"{k}_samples"] for row in values for cell in row)
+                                   for k in ("sampling", "prefix_shared")},
+        "mean_distinct_responses": _mean(len(t["responses"]) for t in cells),
+        "empty_rollout_share": _mean(r["new_tokens"] == 0 for r in rollouts),
+        "solved_share": _mean(t["rollouts_to_first_correct"] is not None for t in cells),
+        "mean_rollouts_to_first_correct": _mean(t["rollouts_to_first_correct"] for t in cells),
+        "mean_improvement_rate": _mean(t["improvement_rate"] for t in cells),
+        "mean_shuffled_improvement_rate": _mean(t["shuffled_improvement_rate"] for t in cells),
+        "forward_tokens_per_new_node": (sum(t["forward_tokens"] for t in cells) /
+                                        max(1, sum(t["nodes"] for t in cells))),
+        "seconds_per_question": _mean(t["seconds"] for t in cells),
+    }
 
 
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
-
-
-def accuracy(questions: list[dict]) -> dict:
-    """Accuracy (share correct, from the task reward alone) of every method on these questions."""
-    at = [q["sampling"]["at_budget"] for q in questions]
-    return {
-        "tree_best": _mean(q["tree"]["best"]["correct"] for q in questions),
-        "tree_boltzmann": _mean(q["tree"]["boltzmann"]["correct"] for q in questions),
-        "tree_boltzmann_expected": _mean(q["tree"]["boltzmann_p_correct"] for q in questions),
-        "greedy": _mean(q["greedy"]["correct"] for q in questions),
-        "best_of_n": _mean(a["best_of_n_correct"] for a in at),
-        "pass_at_n": _mean(a["pass_at_n"] for a in at),
-        "single_sample": _mean(np.mean([s["correct"] for s in q["sampling"]["samples"]])
-                               for q in questions),
-    }
-
-
-def aggregate(questions: list[dict], sampling_seconds: float) -> dict:
-    """The per-model summary: accuracies, budgets, search statistics, time."""
-    trees = [q["tree"] for q in questions]
-    forward = sum(t["forward_tokens"] for t in trees)
-    nodes = sum(t["nodes"] for t in trees)
-    out = {
-        "questions": len(questions),
-        "accuracy": accuracy(questions),
-        "mean_budget_tokens": _mean(t["budget_tokens"] for t in trees),
-        "mean_best_of_n_samples": _mean(q["sampling"]["at_budget"]["n"] for q in questions),
-        "mean_best_reward": _mean(t["best_reward"] for t in trees),
-        "solved_by_tree": sum(t["rollouts_to_first_correct"] is not None for t in trees),
-        "mean_rollouts_to_first_correct": _mean(t["rollouts_to_first_correct"] for t in trees),
-        "mean_improvement_rate": _mean(t["improvement_rate"] for t in trees),
-        "mean_shuffled_improvement_rate": _mean(t["shuffled_improvement_rate"] for t in trees),
-        "mean_tree_nodes": _mean(t["nodes"] for t in trees),
-        "forward_tokens_per_new_node": forward / nodes if nodes else None,
-        "seconds_per_question": {"tree": _mean(t["seconds"] for t in trees),
-                                 "sampling_pool": sampling_seconds / len(questions)},
-    }
-    levels = sorted({q["level"] for q in questions if q.get("level") is not None}, key=str)
-    if len(levels) > 1:
-        out["by_level"] = {str(level): accuracy([q for q in questions if q.get("level") == level])
-                           for level in levels}
-    return out

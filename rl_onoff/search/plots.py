@@ -1,56 +1,53 @@
-"""03-tree-search's PNG plots; each model keeps its colour (rl_onoff.colors) in every plot."""
+"""03-tree-search's PNG plot: accuracy against lambda with 95% intervals, controls beside it.
+Colours tell the methods apart, markers the models."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from rl_onoff import io
-from rl_onoff.colors import color_for, short_name
+from rl_onoff.colors import short_name
+
+# (metric, colour, line style, what it is)
+LINES = (("tree_vote", "tab:blue", "-", "tree: vote over leaves"),
+         ("tree_best", "tab:cyan", ":", "tree: best by reward"),
+         ("prefix_shared_maj", "tab:orange", "--", "prefix-shared sampling: maj@n"),
+         ("sampling_maj", "tab:red", "-.", "plain sampling: maj@n"))
+MARKERS = "osD^v<>"
 
 
-def _save(fig, path: Path) -> Path:
+def accuracy_vs_lambda(summary: dict, grid: list, path: Path) -> Path:
+    """Per (C, alpha) a panel: accuracy of the tree and of its sampling controls (each at that
+    tree's budget) against lambda, log scale, the smallest lambda being the reward-blind twin;
+    error bars: 95% intervals (lines drawn slightly apart on x to stay readable)."""
+    from matplotlib.figure import Figure
+
+    shapes = sorted({(s.widen_c, s.widen_alpha) for s in grid})
+    fig = Figure(figsize=(max(7.0, 5.5 * len(shapes)), 5.5), layout="constrained")
+    axes = fig.subplots(1, len(shapes), squeeze=False)[0]
+    for ax, (c, alpha) in zip(axes, shapes):
+        points = sorted((s for s in grid if (s.widen_c, s.widen_alpha) == (c, alpha)),
+                        key=lambda s: s.lam)
+        lams = [s.lam for s in points]
+        for (name, m), marker in zip(summary["models"].items(), MARKERS):
+            for i, (metric, color, style, what) in enumerate(LINES):
+                entries = [m["settings"][s.label]["accuracy"][metric] for s in points]
+                mean = [e["mean"] for e in entries]
+                lo = [e["lo"] if e["lo"] is not None else e["mean"] for e in entries]
+                hi = [e["hi"] if e["hi"] is not None else e["mean"] for e in entries]
+                oracle = " (oracle)" if entries[0]["oracle"] else ""
+                shift = 1.3 ** (i - 1.5)  # apart on the log x axis
+                ax.errorbar([x * shift for x in lams], mean,
+                            yerr=[[a - b for a, b in zip(mean, lo)], [b - a for a, b in zip(mean, hi)]],
+                            color=color, linestyle=style, marker=marker, markersize=4, capsize=3,
+                            linewidth=1.5, label=f"{short_name(name)}: {what}{oracle}")
+        ax.set_xscale("log")
+        ax.set(xlabel="lambda (smallest: reward-blind control)", ylabel="accuracy",
+               title=f"C={c:g}, alpha={alpha:g}", ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+    seeds = len(summary["seeds"])
+    fig.suptitle(f"accuracy at equal budget, reward {summary['reward']}; error bars: 95% "
+                 f"bootstrap over questions and {seeds} seed(s)", fontsize=10)
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncols=2)
     io.save_figure(path, fig)
     return path
-
-
-def reward_vs_rollout(models: list[dict], path: Path) -> Path:
-    """Mean best-reward-so-far and mean rollout reward against the rollout index."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    best_ax, each_ax = fig.subplots(1, 2, sharey=True)
-    for m in models:
-        curve, color, name = m["curves"]["reward"], color_for(m["name"]), short_name(m["name"])
-        best_ax.plot(curve["rollout"], curve["mean_best_reward"], color=color, label=name)
-        each_ax.plot(curve["rollout"], curve["mean_reward"], color=color, label=name, marker=".",
-                     linewidth=1)
-    best_ax.set(title="best reward so far", xlabel="rollout", ylabel="mean over questions")
-    each_ax.set(title="reward of each rollout", xlabel="rollout")
-    for ax in (best_ax, each_ax):
-        ax.grid(alpha=0.3)
-    best_ax.legend(loc="lower right")
-    return _save(fig, path)
-
-
-def accuracy_vs_budget(models: list[dict], path: Path) -> Path:
-    """Accuracy against sampled tokens per question: tree search, best-of-n, pass@n, greedy."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9.5, 4.5), layout="constrained")
-    ax = fig.subplots()
-    for m in models:
-        curve, color, name = m["curves"]["budget"], color_for(m["name"]), short_name(m["name"])
-        x = curve["budget_tokens"]
-        ax.plot(x, curve["tree_best"], color=color, linewidth=2,
-                label=f"{name}: tree search (best)")
-        ax.plot(x, curve["best_of_n"], color=color, linestyle="--",
-                label=f"{name}: best-of-n sampling")
-        ax.plot(x, curve["pass_at_n"], color=color, linestyle=":", label=f"{name}: pass@n")
-        greedy = m["summary"]["accuracy"]["greedy"]
-        ax.plot([m["greedy_tokens"]], [greedy], color=color, marker="X", markersize=9,
-                linestyle="none", label=f"{name}: greedy")
-    ax.set(xlabel="sampled tokens per question (mean budget)", ylabel="accuracy",
-           title="accuracy at equal token budget", ylim=(-0.02, 1.02))
-    ax.grid(alpha=0.3)
-    fig.legend(fontsize=8, loc="outside right upper")
-    return _save(fig, path)

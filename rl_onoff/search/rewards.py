@@ -1,48 +1,53 @@
-"""The search's reward: the task reward of a complete response plus the YAML's shaping terms.
+"""The search's reward through the reward registry (rl_onoff.rewards): r(y) = reward(y) plus the
+weighted shaping terms, computed on the response text only (never the prompt).
 
-r(y) = correct(y) + sum over `shaping` of weight * term(y), where correct(y)
-is the math-verify reward (rl_onoff.tasks) of the response text only (never the
-prompt). The terms, each in [0, 1]:
-
-    has_answer   1 when an answer could be extracted (a \\boxed{} or <answer>)
-    length       response tokens / max_new_tokens (a negative weight favours short answers)
-    truncated    1 when the response hit the token limit instead of ending with EOS
-
-Accuracy is always reported from `correct` alone, whatever the shaping.
+Accuracy is always reported from math-verify's verdict alone, whatever the reward. A number
+that picks a response by a reward that reads the reference answer is an *oracle* number.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SHAPING_TERMS = ("has_answer", "length", "truncated")
+# registered rewards that never read the reference answer (user functions might)
+REFERENCE_FREE = frozenset({"format", "length", "truncated", "step_check"})
+
+
+def uses_reference(reward: str, shaping: dict) -> bool:
+    """Whether selecting by this reward consults the reference (its numbers are oracle)."""
+    return any(name not in REFERENCE_FREE for name in [reward, *shaping])
 
 
 @dataclass(frozen=True)
 class Scored:
-    """A response's reward, its parts, and what the task scorer extracted."""
+    """A response's reward and what the math-verify scorer made of it."""
     reward: float
     correct: bool
     extracted: str | None
     status: str
-    terms: dict
 
 
-def shaping_terms(status: str, num_tokens: int, finish: str, max_new_tokens: int) -> dict:
-    return {"has_answer": float(status != "no_answer"),
-            "length": num_tokens / max_new_tokens,
-            "truncated": float(finish == "length")}
+class Scorer:
+    """Rewards of responses given as token ids, with their decoded text."""
 
+    def __init__(self, tokenizer, task, reward: str, shaping: dict, max_new_tokens: int):
+        self.tokenizer, self.task = tokenizer, task
+        self.reward, self.shaping, self.max_new_tokens = reward, shaping, max_new_tokens
 
-def score_responses(texts: list[str], num_tokens: list[int], finishes: list[str],
-                    reference: list[str], task, shaping: dict, max_new_tokens: int) -> list[Scored]:
-    """Score responses (texts decoded from their tokens) against their references."""
-    from rl_onoff.tasks import score_many
+    def score(self, token_lists: list[list[int]], finishes: list[str], references: list[str],
+              questions: list[str] | None = None) -> tuple[list[str], list[Scored]]:
+        from rl_onoff.rewards import Response, weighted
+        from rl_onoff.tasks import score_many
 
-    results = score_many(texts, reference, task.format, task.ignore_think, task.reward_timeout)
-    out = []
-    for result, n, finish in zip(results, num_tokens, finishes):
-        terms = shaping_terms(result.status, n, finish, max_new_tokens)
-        reward = result.reward + sum(w * terms[name] for name, w in shaping.items())
-        out.append(Scored(reward, result.reward >= 1.0, result.extracted, result.status, terms))
-    return out
+        task = self.task
+        texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_lists]
+        verdicts = score_many(texts, references, task.format, task.ignore_think,
+                              task.reward_timeout)
+        responses = [Response(text, ref, len(ids), finish, self.max_new_tokens, v.status,
+                              v.reward >= 1.0, question)
+                     for text, ref, ids, finish, v, question in zip(
+                         texts, references, token_lists, finishes, verdicts,
+                         questions or [""] * len(texts))]
+        rewards = weighted(self.reward, self.shaping, responses)
+        return texts, [Scored(r, v.reward >= 1.0, v.extracted, v.status)
+                       for r, v in zip(rewards, verdicts)]

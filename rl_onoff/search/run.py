@@ -1,10 +1,11 @@
-"""03-tree-search: does searching over the model's own continuations beat plain sampling?
+"""03-tree-search: does searching the model's own continuations beat its controls?
 
-For each model (`models`, all on the same questions): search every question's
-tree for `rollouts` rollouts, decode greedily, and sample plainly until each
-question has used as many tokens as its tree; then score, compare at equal
-budget, write the files and plots. Each model gets its own run record.
-Output files are rewritten by every run (the run records keep the history).
+Every model is loaded and its prompts checked before any search. Then per model and seed:
+a tree per question for every setting (lambda x C x alpha) and for its reward-blind twin
+(lambda -> 0, same seed), greedy decoding, and one pool of plain samples that serves both
+sampling controls (every token counted; shared prefixes counted once) at each tree's
+budget. Accuracies carry 95% bootstrap intervals over questions and seeds; numbers that pick
+a response with the reference answer are marked oracle (rl_onoff.search.metrics.ORACLE).
 """
 
 from __future__ import annotations
@@ -15,142 +16,150 @@ import time
 from pathlib import Path
 
 from rl_onoff import io
-from rl_onoff.config import Config, ConfigError, TreeSearchConfig
-from rl_onoff.sampling import resolve_path
+from rl_onoff.config import Config
 from rl_onoff.search import metrics, plots
+from rl_onoff.search.config import TreeSearchConfig
 
 SECTION, SCRIPT = "03_tree_search", "03-tree-search"
-OUTPUTS = ("results.json", "rollouts.jsonl", "summary.json", "run_config.json",
-           "reward_vs_rollout.png", "accuracy_vs_budget.png")
+OUTPUTS = ("results.json", "rollouts.jsonl", "summary.json", "accuracy_vs_lambda.png")
 
 
 def run_tree_search(config: Config) -> dict:
     """Run the stage as configured; return the summary it wrote."""
-    from rl_onoff import tracking
-    from rl_onoff.data import load_dataset
+    from rl_onoff.stage import Stage
 
-    cfg: TreeSearchConfig = config[SECTION]
-    records = load_dataset(cfg.dataset.name, cfg.dataset.split, **cfg.dataset.options())
-    if not records:
-        raise ConfigError(f"{SECTION}.dataset: {cfg.dataset.name}/{cfg.dataset.split} with these "
-                          "filters has no records; loosen `levels`/`subjects`/`num_examples`")
-    out = resolve_path(cfg.output_dir)
+    with Stage(SCRIPT, SECTION, config) as stage:
+        return _search(stage)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    lam: float
+    widen_c: float
+    widen_alpha: float
+
+    @property
+    def label(self) -> str:
+        return f"lam={self.lam:g} C={self.widen_c:g} alpha={self.widen_alpha:g}"
+
+
+def settings_of(cfg: TreeSearchConfig) -> tuple[list[Setting], dict[Setting, Setting]]:
+    """Every tree to grow (the grid and the blind twins), and each one's blind twin."""
+    grid = [Setting(lam, c, a) for c in cfg.widen_c for a in cfg.widen_alpha
+            for lam in sorted({*cfg.lambdas, cfg.blind_lambda})]
+    return grid, {s: Setting(cfg.blind_lambda, s.widen_c, s.widen_alpha) for s in grid}
+
+
+def _search(stage) -> dict:
+    from rl_onoff.search.intervals import METHOD
+    from rl_onoff.search.rewards import Scorer, uses_reference
+    from rl_onoff.stage import context_length
+
+    cfg: TreeSearchConfig = stage.cfg
+    records = stage.load_dataset()
+    names = cfg.models or [cfg.model]
+    loaded = {}
+    for name in names:                      # every model loads and fits before any search
+        model, tokenizer = stage.load_model(name)
+        loaded[name] = (model, tokenizer, stage.prompts(records, tokenizer, context_length(model)))
+    out = stage.claim()
     for name in OUTPUTS:
         (out / name).unlink(missing_ok=True)
-    done = [run_model(config, name, records, out) for name in (cfg.models or [cfg.model])]
+    grid, blind = settings_of(cfg)
+    reads_reference = uses_reference(cfg.reward, cfg.shaping)
+    models = {}
+    for name, (model, tokenizer, (kept, _, prompt_ids)) in loaded.items():
+        scorer = Scorer(tokenizer, cfg.task, cfg.reward, cfg.shaping, cfg.sampling.max_new_tokens)
+        models[name] = run_model(stage, name, model, tokenizer, kept, prompt_ids, scorer, grid,
+                                 out)
+    summary = {
+        "questions": {n: len(m["questions"]) for n, m in models.items()},
+        "seeds": cfg.seed_list, "reward": cfg.reward, "shaping": cfg.shaping,
+        "reward_reads_reference": reads_reference,
+        "interval_method": METHOD,
+        "oracle_note": "oracle: the number picks among responses with the reference answer "
+                       "(pass@n, any correct; best and Boltzmann when the reward reads it)",
+        "models": {n: summarize_model(m, grid, blind, reads_reference, cfg.bootstrap)
+                   for n, m in models.items()}}
     io.write_json(out / "results.json", {
-        "format_version": 1, "dataset": dataclasses.asdict(cfg.dataset),
-        "task": dataclasses.asdict(cfg.task), "settings": _settings(cfg),
-        "models": [{"model": m["info"], "questions": m["questions"]} for m in done]})
-    summary = {"questions": len(records), "settings": _settings(cfg),
-               "models": {m["name"]: {**m["summary"], "curves": m["curves"], "run_dir": m["run_dir"]}
-                          for m in done}}
+        "format_version": 2, "dataset": dataclasses.asdict(cfg.dataset),
+        "task": dataclasses.asdict(cfg.task), "models": models})
     io.write_json(out / "summary.json", summary)
-    plots.reward_vs_rollout(done, out / "reward_vs_rollout.png")
-    plots.accuracy_vs_budget(done, out / "accuracy_vs_budget.png")
-    tracking.write_provenance(out, config, SECTION, None, {m["name"]: m["info"] for m in done})
-    print(format_table(done))
+    plots.accuracy_vs_lambda(summary, grid, out / "accuracy_vs_lambda.png")
+    stage.run.log_image("accuracy_vs_lambda", out / "accuracy_vs_lambda.png")
+    print(format_table(summary))
     print(f"wrote {out}/: {', '.join(OUTPUTS)}")
+    stage.finish(summary=summary)
     return summary
 
 
-def _settings(cfg: TreeSearchConfig) -> dict:
-    keep = ("rollouts", "sampling", "lam",
-            "widen_c", "widen_alpha", "selection", "uct_c", "shaping", "samples_ahead", "seed")
-    return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
-            for k in keep for v in [getattr(cfg, k)]}
-
-
-def run_model(config: Config, name: str, records: list[dict], out: Path) -> dict:
-    """Search, greedy and plain sampling for one model; its run record; its part of the outputs."""
+def run_model(stage, name, model, tokenizer, records, prompt_ids, scorer, grid, out: Path) -> dict:
+    """Trees for every setting and seed, greedy, the sampling pools; per question the records."""
     import torch
     from tqdm import tqdm
 
-    from rl_onoff import tracking
     from rl_onoff.decoding import SamplingParams
     from rl_onoff.generation import eos_token_ids
-    from rl_onoff.models import describe, load_model
-    from rl_onoff.search.baseline import generate_all, sample_pools
-    from rl_onoff.tasks import build_prompt, encode_prompt
+    from rl_onoff.search.baseline import distinct_new_tokens, generate_all, sample_pools
 
-    cfg: TreeSearchConfig = config[SECTION]
-    torch.manual_seed(cfg.seed)
-    model, tokenizer = load_model(name, cfg.device, cfg.dtype, revision=cfg.revision,
-                                  trust_remote_code=cfg.trust_remote_code)
-    info = describe(model, name)
-    task = cfg.task
-    prompt_ids = [encode_prompt(build_prompt(r["question"], tokenizer, task.template, task.format,
-                                             task.system_prompt, task.enable_thinking,
-                                             task.prefill), tokenizer, task.template)
-                  for r in records]
+    cfg: TreeSearchConfig = stage.cfg
     references = [r["answer"] for r in records]
-    params = cfg.sampling.params
     eos_ids = eos_token_ids(model, tokenizer)
     device = next(model.parameters()).device
-    scorer = Scorer(tokenizer, cfg)
-    # the run record of this model: the section as if `model` were this one
-    model_config = Config(config.defaults, {**config.sections,
-                                            SECTION: dataclasses.replace(cfg, model=name)},
-                          config.source)
-    with tracking.start_run(SCRIPT, model_config, SECTION, output_dir=out) as run:
-        logger = RolloutLog(run, out / "rollouts.jsonl", name, records)
-        trees = search_questions(model, tokenizer, prompt_ids, references, cfg, params, eos_ids,
-                                 scorer, logger)
-        greedy = generate_all(model, tokenizer, prompt_ids, SamplingParams(temperature=0.0),
-                              cfg.sampling.max_new_tokens, eos_ids, cfg.batch_size)
-        with tqdm(desc=f"{SCRIPT} plain sampling {name}", unit="sample") as bar:
-            pools, pool_seconds = sample_pools(
-                model, tokenizer, prompt_ids, [t["budget_tokens"] for t in trees], params,
-                cfg.sampling.max_new_tokens, eos_ids, cfg.batch_size, [len(g.token_ids) for g in greedy],
-                torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + 999_983), bar)
-        questions = []
-        for q, record in enumerate(records):
-            samples = scorer.generated(pools[q], references[q])
-            questions.append({
-                "id": record["id"], "question": record["question"], "reference": record["answer"],
-                "level": record.get("level"), "tree": trees[q],
-                "greedy": scorer.generated([greedy[q]], references[q])[0],
-                "sampling": {"samples": samples,
-                             "at_budget": metrics.sampling_at_budget(samples,
-                                                                     trees[q]["budget_tokens"])}})
-        summary = metrics.aggregate(questions, pool_seconds)
-        summary["model"] = info
-        entry = {"name": name, "info": info, "questions": questions, "summary": summary,
-                 "run_dir": str(run.dir),
-                 "greedy_tokens": sum(q["greedy"]["num_tokens"] for q in questions) / len(questions),
-                 "curves": {"reward": metrics.reward_curves(questions),
-                            "budget": metrics.budget_curves(questions)}}
-        run.log_table("questions", *question_table(questions))
-        for plot in (plots.reward_vs_rollout, plots.accuracy_vs_budget):
-            path = plot([entry], run.dir / "plots" / f"{plot.__name__}.png")
-            run.log_image(plot.__name__, path)
-        run.finish(summary=summary)
-    return entry
+    greedy = generate_all(model, tokenizer, prompt_ids, SamplingParams(temperature=0.0),
+                          cfg.sampling.max_new_tokens, eos_ids, cfg.batch_size)
+    greedy = [scored_samples(scorer, [g], ref, cfg)[0] for g, ref in zip(greedy, references)]
+    questions = [{"id": r["id"], "question": r["question"], "reference": r["answer"],
+                  "level": r.get("level"), "greedy": g, "seeds": {}}
+                 for r, g in zip(records, greedy)]
+    log = RolloutLog(stage.run, out / "rollouts.jsonl", name, records)
+    for seed in cfg.seed_list:
+        torch.manual_seed(seed)
+        trees = {}
+        for setting in grid:
+            log.context = {"seed": seed, "setting": setting.label}
+            trees[setting] = search_questions(model, prompt_ids, references, cfg, setting,
+                                              eos_ids, scorer, log, seed, records)
+        budgets = [max(trees[s][q]["budget_tokens"] for s in grid) for q in range(len(records))]
+        with tqdm(desc=f"{SCRIPT} plain sampling {name} seed {seed}", unit="sample") as bar:
+            pools, seconds = sample_pools(
+                model, tokenizer, prompt_ids, budgets, cfg.sampling.params,
+                cfg.sampling.max_new_tokens, eos_ids, cfg.batch_size,
+                [g["num_tokens"] for g in greedy],
+                torch.Generator(device=device).manual_seed(seed * 1_000_003 + 999_983),
+                cfg.rollouts * cfg.max_pool_factor, bar)
+        for q, question in enumerate(questions):
+            samples = scored_samples(scorer, pools[q], references[q], cfg)
+            for sample, new in zip(samples, distinct_new_tokens([g.token_ids for g in pools[q]])):
+                sample["new_tokens"] = new
+            question["seeds"][str(seed)] = {
+                "trees": {s.label: trees[s][q] for s in grid}, "samples": samples,
+                "sampling_seconds": seconds / len(questions)}
+    return {"model": stage.models[name], "questions": questions}
 
 
-class Scorer:
-    """Rewards (task + shaping) of responses given as token ids, kept with their text."""
+def scored_samples(scorer, generated: list, reference: str, cfg: TreeSearchConfig) -> list[dict]:
+    """Plain samples or greedy decodes (rl_onoff.generation.Generated) as scored records, with
+    their answers' math-equivalence clusters (for majority votes)."""
+    texts, scored = scorer.score([g.token_ids for g in generated],
+                                 [g.finish_reason for g in generated],
+                                 [reference] * len(generated))
+    out = [{"text": text, "token_ids": g.token_ids, "num_tokens": len(g.token_ids),
+            "finish_reason": g.finish_reason,
+            "reward": s.reward, "correct": s.correct, "extracted": s.extracted,
+            "status": s.status} for g, text, s in zip(generated, texts, scored)]
+    return with_clusters(out, cfg)
 
-    def __init__(self, tokenizer, cfg: TreeSearchConfig):
-        self.tokenizer, self.cfg = tokenizer, cfg
 
-    def score(self, token_lists: list[list[int]], finishes: list[str], references: list[str]):
-        from rl_onoff.search.rewards import score_responses
+def with_clusters(items: list[dict], cfg: TreeSearchConfig) -> list[dict]:
+    from rl_onoff.stats import answer_clusters
+    from rl_onoff.tasks import answers_equivalent
 
-        texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in token_lists]
-        scored = score_responses(texts, [len(ids) for ids in token_lists], finishes, references,
-                                 self.cfg.task, self.cfg.shaping, self.cfg.sampling.max_new_tokens)
-        return texts, scored
-
-    def generated(self, generated: list, reference: str) -> list[dict]:
-        """Plain samples or greedy decodes (rl_onoff.generation.Generated) as scored records."""
-        texts, scored = self.score([g.token_ids for g in generated],
-                                   [g.finish_reason for g in generated],
-                                   [reference] * len(generated))
-        return [{"text": text, "token_ids": g.token_ids, "num_tokens": len(g.token_ids),
-                 "finish_reason": g.finish_reason, "reward": s.reward, "correct": s.correct,
-                 "extracted": s.extracted, "status": s.status}
-                for g, text, s in zip(generated, texts, scored)]
+    labels = answer_clusters([i["extracted"] for i in items],
+                             lambda a, b: answers_equivalent(a, b, cfg.task.reward_timeout))
+    for item, label in zip(items, labels):
+        item["cluster"] = label
+    return items
 
 
 class RolloutLog:
@@ -158,34 +167,34 @@ class RolloutLog:
 
     def __init__(self, run, path: Path, model: str, records: list[dict]):
         self.run, self.path, self.model, self.records = run, path, model, records
-        self.step = 0
+        self.step, self.context = 0, {}
 
     def __call__(self, q: int, rollout: dict, text: str) -> None:
         self.step += 1
-        io.append_jsonl(self.path, {"model": self.model, "question": q,
+        io.append_jsonl(self.path, {"model": self.model, **self.context, "question": q,
                                     "id": self.records[q]["id"], **rollout, "text": text})
         self.run.log({"question": q, **{k: rollout[k] for k in (
             "rollout", "reward", "best_reward", "tree_nodes", "budget_tokens", "forward_tokens",
             "seconds")}}, step=self.step)
 
 
-def search_questions(model, tokenizer, prompt_ids, references, cfg: TreeSearchConfig, params,
-                     eos_ids, scorer: Scorer, log: RolloutLog) -> list[dict]:
-    """The tree of every question, `batch_size` trees at a time; per question its record."""
+def search_questions(model, prompt_ids, references, cfg: TreeSearchConfig, setting: Setting,
+                     eos_ids, scorer, log: RolloutLog, seed: int, records) -> list[dict]:
+    """The tree of every question under one setting, `batch_size` trees at a time."""
     from tqdm import tqdm
 
     out = []
-    with tqdm(total=len(prompt_ids) * cfg.rollouts, desc=f"{SCRIPT} {log.model}",
-              unit="rollout") as bar:
+    with tqdm(total=len(prompt_ids) * cfg.rollouts, desc=f"{SCRIPT} {log.model} seed {seed} "
+              f"{setting.label}", unit="rollout") as bar:
         for group, first in enumerate(range(0, len(prompt_ids), cfg.batch_size)):
             index = list(range(first, min(first + cfg.batch_size, len(prompt_ids))))
-            out += search_group(model, tokenizer, index, prompt_ids, references, cfg, params,
-                                eos_ids, scorer, log, cfg.seed * 1_000_003 + group, bar)
+            out += search_group(model, index, prompt_ids, references, cfg, setting, eos_ids,
+                                scorer, log, seed * 1_000_003 + group, bar, records)
     return out
 
 
-def search_group(model, tokenizer, index, prompt_ids, references, cfg: TreeSearchConfig, params,
-                 eos_ids, scorer: Scorer, log: RolloutLog, seed: int, bar) -> list[dict]:
+def search_group(model, index, prompt_ids, references, cfg: TreeSearchConfig, setting: Setting,
+                 eos_ids, scorer, log: RolloutLog, seed: int, bar, records) -> list[dict]:
     """Search the trees of questions `index` together; per question its record."""
     import torch
 
@@ -193,21 +202,23 @@ def search_group(model, tokenizer, index, prompt_ids, references, cfg: TreeSearc
     from rl_onoff.search.kv import KVPolicy
     from rl_onoff.search.tree import tokens
 
-    settings = Settings(cfg.lam, cfg.widen_c, cfg.widen_alpha, cfg.selection, cfg.uct_c)
+    settings = Settings(setting.lam, setting.widen_c, setting.widen_alpha, cfg.selection,
+                        cfg.uct_c)
     device = next(model.parameters()).device
-    policy = KVPolicy(model, params, eos_ids, cfg.sampling.max_new_tokens,
-                      torch.Generator(device=device).manual_seed(seed), tokenizer.pad_token_id,
-                      cfg.samples_ahead)
+    policy = KVPolicy(model, cfg.sampling.params, eos_ids, cfg.sampling.max_new_tokens,
+                      torch.Generator(device=device).manual_seed(seed),
+                      scorer.tokenizer.pad_token_id, cfg.samples_ahead)
     rng = random.Random(seed)
     start = time.time()
     trees = policy.new_trees([prompt_ids[q] for q in index])
-    tree_ref = {t: references[q] for t, q in zip(trees, index)}
+    tree_question = {t: q for t, q in zip(trees, index)}
     scored, texts = {}, {}            # terminal node -> Scored, text
 
     def score(pairs):
-        token_lists = [tokens(leaf) for _, leaf in pairs]
-        new_texts, results = scorer.score(token_lists, [leaf.finish for _, leaf in pairs],
-                                          [tree_ref[tree] for tree, _ in pairs])
+        new_texts, results = scorer.score(
+            [tokens(leaf) for _, leaf in pairs], [leaf.finish for _, leaf in pairs],
+            [references[tree_question[tree]] for tree, _ in pairs],
+            [records[tree_question[tree]]["question"] for tree, _ in pairs])
         for (_, leaf), text, result in zip(pairs, new_texts, results):
             scored[leaf], texts[leaf] = result, text
         return [r.reward for r in results]
@@ -222,7 +233,6 @@ def search_group(model, tokenizer, index, prompt_ids, references, cfg: TreeSearc
         for i, (tree, leaf) in enumerate(zip(trees, leaves)):
             if best[i] is None or leaf.reward > best[i].reward:
                 best[i] = leaf
-            history = histories[i]
             rollout = {"rollout": k, "reward": leaf.reward, "correct": scored[leaf].correct,
                        "new_response": leaf.found_at == k, "response_tokens": leaf.depth,
                        "finish": leaf.finish, "extracted": scored[leaf].extracted,
@@ -230,32 +240,31 @@ def search_group(model, tokenizer, index, prompt_ids, references, cfg: TreeSearc
                        "budget_tokens": tree.size + tree.refills, "tree_nodes": tree.size,
                        "forward_tokens": tree.forward_tokens, "seconds": seconds,
                        "best_reward": best[i].reward, "best_correct": scored[best[i]].correct}
-            history.append(rollout)
+            histories[i].append(rollout)
             log(index[i], rollout, texts[leaf])
         bar.update(len(trees))
     seconds = (time.time() - start) / len(trees)
-    return [tree_record(tree, history, scored, texts, settings.lam, rng, seconds)
+    return [tree_record(tree, history, scored, texts, settings.lam, rng, seconds, cfg)
             for tree, history in zip(trees, histories)]
 
 
 def tree_record(tree, history: list[dict], scored: dict, texts: dict, lam: float,
-                rng: random.Random, seconds: float) -> dict:
+                rng: random.Random, seconds: float, cfg: TreeSearchConfig) -> dict:
     """One question's search: its outputs (best, Boltzmann sample), responses and statistics."""
-    from rl_onoff.search.tree import best_terminal, boltzmann_walk, tokens, walk_probabilities
+    from rl_onoff.search.tree import best_terminal, boltzmann_walk, walk_probabilities
 
     probs = walk_probabilities(tree.root, lam)
-
-    def response(node) -> dict:
-        s = scored[node]
-        return {"text": texts[node], "token_ids": tokens(node), "num_tokens": node.depth,
-                "finish_reason": node.finish, "reward": node.reward, "correct": s.correct,
-                "extracted": s.extracted, "status": s.status, "found_at": node.found_at,
-                "visits": node.visits, "walk_probability": probs.get(node, 0.0)}
-
+    leaves = sorted(tree.terminals, key=lambda n: n.found_at)
+    responses = with_clusters([
+        {"text": texts[n], "num_tokens": n.depth, "finish_reason": n.finish,
+         "reward": n.reward, "correct": scored[n].correct, "extracted": scored[n].extracted,
+         "status": scored[n].status, "found_at": n.found_at, "visits": n.visits,
+         "walk_probability": probs.get(n, 0.0)} for n in leaves], cfg)
+    position = {n: i for i, n in enumerate(leaves)}
     rewards = [r["reward"] for r in history]
     return {
-        "best": response(best_terminal(tree, lam)),
-        "boltzmann": response(boltzmann_walk(tree.root, lam, rng)),
+        "best": responses[position[best_terminal(tree, lam)]],
+        "boltzmann": responses[position[boltzmann_walk(tree.root, lam, rng)]],
         "boltzmann_p_correct": sum(p for node, p in probs.items() if scored[node].correct),
         "rewards": rewards,
         "best_reward": max(rewards),
@@ -266,36 +275,53 @@ def tree_record(tree, history: list[dict], scored: dict, texts: dict, lam: float
         "nodes": tree.size, "budget_tokens": tree.size + tree.refills,
         "forward_tokens": tree.forward_tokens, "prompt_tokens": tree.prompt_len,
         "refills": tree.refills, "seconds": seconds,
-        "responses": [response(t) for t in tree.terminals],
+        "responses": responses,
         "rollouts": history,
     }
 
 
-def question_table(questions: list[dict]) -> tuple[list[str], list[list]]:
-    columns = ["id", "level", "tree_best", "tree_boltzmann", "greedy", "best_of_n", "budget_tokens",
-               "best_of_n_samples", "rollouts_to_first_correct", "improvement_rate"]
-    rows = [[q["id"], q["level"], q["tree"]["best"]["correct"], q["tree"]["boltzmann"]["correct"],
-             q["greedy"]["correct"], q["sampling"]["at_budget"]["best_of_n_correct"],
-             q["tree"]["budget_tokens"], q["sampling"]["at_budget"]["n"],
-             q["tree"]["rollouts_to_first_correct"], q["tree"]["improvement_rate"]]
-            for q in questions]
-    return columns, rows
+def summarize_model(entry: dict, grid: list[Setting], blind: dict, reads_reference: bool,
+                    resamples: int) -> dict:
+    """Greedy, one sample, and every setting's accuracies with intervals and differences."""
+    from rl_onoff.search.intervals import interval
+
+    questions = entry["questions"]
+    seeds = list(questions[0]["seeds"])
+    out = {"model": entry["model"],
+           "greedy": {**interval([[q["greedy"]["correct"]] for q in questions], resamples),
+                      "oracle": False},
+           "single_sample": {**interval([[sum(s["correct"] for s in q["seeds"][s]["samples"]) /
+                                          len(q["seeds"][s]["samples"]) for s in seeds]
+                                         for q in questions], resamples), "oracle": False},
+           "settings": {}}
+    for setting in grid:
+        cells = [[q["seeds"][s]["trees"] for s in seeds] for q in questions]
+        values = [[metrics.question_values(c[setting.label], c[blind[setting].label],
+                                           q["seeds"][s]["samples"])
+                   for c, s in zip(row, seeds)] for row, q in zip(cells, questions)]
+        trees = [[c[setting.label] for c in row] for row in cells]
+        out["settings"][setting.label] = {
+            **dataclasses.asdict(setting), "blind_twin": blind[setting].label,
+            **metrics.setting_summary(values, trees, reads_reference, resamples)}
+    return out
 
 
-def format_table(models: list[dict]) -> str:
-    """Accuracy per model and method, for the terminal."""
-    header = ["model", "tree best", "boltzmann", "greedy", "best-of-n", "pass@n", "1 sample",
-              "tokens/q", "n", "s/q tree"]
-    rows = []
-    for m in models:
-        s, a = m["summary"], m["summary"]["accuracy"]
-        rows.append([m["name"], *(f"{a[k]:.3f}" for k in ("tree_best", "tree_boltzmann", "greedy",
-                                                            "best_of_n", "pass_at_n",
-                                                            "single_sample")),
-                     f"{s['mean_budget_tokens']:.0f}", f"{s['mean_best_of_n_samples']:.1f}",
-                     f"{s['seconds_per_question']['tree']:.2f}"])
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).rjust(w) for c, w in zip(r, widths)) for r in [header, *rows]]
-    lines.append("accuracy at equal budget: tokens/q = tokens the tree sampled per question; "
-                 "best-of-n and pass@n use plain samples until they spent as many (n = samples)")
+def format_table(summary: dict) -> str:
+    """Accuracy with 95% intervals per model, setting and method, and the paired differences."""
+    from rl_onoff.search.intervals import fmt
+
+    lines = []
+    for name, m in summary["models"].items():
+        lines.append(f"{name}: greedy {fmt(m['greedy'])}, one sample {fmt(m['single_sample'])}")
+        for label, s in m["settings"].items():
+            lines.append(f"  {label}: {s['mean_budget_tokens']:.0f} tokens/question, "
+                         f"{s['mean_distinct_responses']:.1f} distinct responses, "
+                         f"empty rollouts {s['empty_rollout_share']:.3f}")
+            for key, acc in s["accuracy"].items():
+                tag = " (oracle)" if acc["oracle"] else ""
+                lines.append(f"    {key + tag:<36} {fmt(acc)}")
+            for key, diff in s["differences"].items():
+                mark = "" if diff["excludes_zero"] else "  (interval holds 0)"
+                lines.append(f"    {key:<46} {fmt(diff)}{mark}")
+    lines.append(f"intervals: {summary['interval_method']}")
     return "\n".join(lines)

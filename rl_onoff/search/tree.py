@@ -120,13 +120,15 @@ def draws_at(node: Node) -> int:
 
 
 def is_full(node: Node, widen_c: float, widen_alpha: float) -> bool:
-    """Progressive widening: a node with at least C * N^alpha children is not expanded now.
+    """Progressive widening: a node is not expanded on this visit when its draws already reach
+    C * (N + 1)^alpha, the allowance of the visit about to happen (N visits so far).
 
-    Children count with multiplicity (draws), as in continuous DTS where every
-    draw is a child. Counting distinct tokens instead would leave a node with
-    one likely token never full: selection would never pass it, and the search
-    would reduce to plain sampling from there."""
-    return bool(node.children) and draws_at(node) >= widen_c * node.visits ** widen_alpha
+    Counting the coming visit matters: with N = 1 and C * 1^alpha = 1 a node created by one
+    rollout would be full with its single draw, so rollout 2 would walk rollout 1's path to its
+    end and add nothing. Children count with multiplicity (draws), as in continuous DTS where
+    every draw is a child; counting distinct tokens would leave a node with one likely token
+    never full, and the search would reduce to plain sampling from there."""
+    return bool(node.children) and draws_at(node) >= widen_c * (node.visits + 1) ** widen_alpha
 
 
 def choice_probabilities(node: Node, lam: float) -> list[tuple[Node, float]]:
