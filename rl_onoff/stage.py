@@ -15,6 +15,10 @@ name never locks a folder against the corrected config. An earlier run's folder 
 another fingerprint is refused, written beside (`new_dir`) or cleared (`overwrite`), as
 `on_config_change` says. `run_config.json`, the record of what produced the data, is
 written with the results, at the end.
+
+Under torchrun (rl_onoff.distributed) rank 0 owns the folder, the run record and the
+progress bar; every rank loads the model on its own device, works on its shard and
+writes it; rank 0 merges.
 """
 
 from __future__ import annotations
@@ -149,6 +153,12 @@ class Stage:
     configuration, record the run. Use as a context manager."""
 
     def __init__(self, script: str, section: str, config: Config, output: bool = True):
+        from rl_onoff import distributed
+
+        self.ranks = distributed.from_env()
+        device = self.ranks.device(config[section].device)
+        if device != config[section].device:
+            config = config.replace(section, device=device)
         self.script, self.section, self.config = script, section, config
         self.cfg = config[section]
         self.out: Path | None = config.resolve(self.cfg.output_dir) if output else None
@@ -161,11 +171,15 @@ class Stage:
     def __enter__(self) -> "Stage":
         from rl_onoff import tracking
 
+        if not self.ranks.main:
+            self.run = tracking.NullRun()
+            return self
         if self.out is not None:
             self._lock = acquire_lock(self.out)
         try:
             self.run = tracking.start_run(self.script, self.config, self.section,
-                                          output_dir=self.out).__enter__()
+                                          output_dir=self.out,
+                                          world_size=self.ranks.world).__enter__()
         except BaseException:
             release_lock(self._lock)
             raise
@@ -201,7 +215,13 @@ class Stage:
         options = d.options()
         if "path" in options:
             options["path"] = str(self.config.resolve(options["path"]))
-        records = load_dataset(d.name, d.split, **options)
+        try:
+            records = load_dataset(d.name, d.split, **options)
+        except UnicodeDecodeError as err:
+            raise StageError(f"{self.section}.dataset.path: {options.get('path')} is not UTF-8 "
+                             f"text ({err.reason} at byte {err.start}); convert it to UTF-8")
+        except ValueError as err:  # the loaders' messages name the file and the fix
+            raise ConfigError(f"{self.section}.dataset: {err}") from None
         if not records:
             raise ConfigError(f"{self.section}.dataset: {d.name}/{d.split} with these filters "
                               "has no records; loosen `levels`/`subjects`/`num_examples`")
@@ -244,9 +264,19 @@ class Stage:
         Returns the folder to write to (another one under `new_dir`)."""
         identity = {n: m.get("identity") for n, m in self.models.items()}
         fields = fingerprint_fields(self.cfg, identity, extra)
-        self.out = self._claim(self.out, fields)
-        if self.run is not None:
-            self.run.info["output_dir"] = str(self.out)
+        claimed: Path | str = self.out
+        if self.ranks.main:
+            try:
+                claimed = self._claim(self.out, fields)
+                self.run.info["output_dir"] = str(claimed)
+            except StageError as err:
+                claimed = f"error: {err}"
+                self.ranks.from_main(claimed)
+                raise
+        claimed = self.ranks.from_main(claimed)
+        if isinstance(claimed, str):
+            raise StageError(f"rank 0 refused the output folder: {claimed}")
+        self.out = claimed
         return self.out
 
     def _claim(self, out: Path, fields: dict) -> Path:
@@ -288,6 +318,8 @@ class Stage:
         """Write the provenance of the data beside it, then close the run record."""
         from rl_onoff.tracking import write_provenance
 
+        if not self.ranks.main:
+            return
         if self.out is not None:
             info = self.model_info if len(self.models) <= 1 else self.models
             write_provenance(self.out, self.config, self.section, self.run, info)

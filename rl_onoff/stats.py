@@ -81,12 +81,15 @@ def answer_clusters(answers: list[str | None],
 
 
 def majority_vote(answers: list[str | None], rewards: list[float],
-                  equivalent: Callable[[str, str], bool]) -> tuple[str | None, float]:
+                  equivalent: Callable[[str, str], bool] | None = None,
+                  labels: list[int | None] | None = None) -> tuple[str | None, float]:
     """(the most common answer by math-equivalence, its reward); ties go to the first seen.
 
-    Samples without an extracted answer do not vote; with no votes the reward is 0.
+    Samples without an extracted answer do not vote; with no votes the reward is 0. Pass the
+    `labels` of answer_clusters when they are known (no comparison is then repeated).
     """
-    labels = answer_clusters(answers, equivalent)
+    if labels is None:
+        labels = answer_clusters(answers, equivalent)
     counts = Counter(label for label in labels if label is not None)
     if not counts:
         return None, 0.0

@@ -257,12 +257,30 @@ def run_name(section, script: str) -> str:
     return Path(section.model.rstrip("/")).name.replace(" ", "_") or script
 
 
-def start_run(script: str, config, section_name: str, output_dir: Path | None = None) -> Run:
+def start_run(script: str, config, section_name: str, output_dir: Path | None = None,
+              world_size: int = 1) -> Run:
     """Open the run record for `script` using the section's tracking settings."""
     section = config[section_name]
-    return Run(script, run_name(section, script), config.resolve(section.tracking.root),
-               config.to_dict(), section.seed, tracking=section.tracking, output_dir=output_dir,
-               model=section.model)
+    run = Run(script, run_name(section, script), config.resolve(section.tracking.root),
+              config.to_dict(), section.seed, tracking=section.tracking, output_dir=output_dir,
+              model=section.model)
+    run.info["world_size"] = world_size
+    return run
+
+
+class NullRun:
+    """What ranks other than 0 log to under torchrun: nothing (rank 0 keeps the record)."""
+
+    def __enter__(self) -> "NullRun":
+        return self
+
+    def __exit__(self, *exc_info) -> bool:
+        return False
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+    log_image = log_table = finish = log
 
 
 def write_provenance(output_dir: Path, config, section_name: str, run: Run | None = None,

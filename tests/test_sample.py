@@ -1,4 +1,5 @@
-"""00-sample end to end: files, statistics checked independently, resume, config changes."""
+"""00-sample end to end: files, statistics checked independently, resume, config changes, and
+the invariant that a sample depends on (seed, question id, sample index) only."""
 
 from __future__ import annotations
 
@@ -12,16 +13,26 @@ from pathlib import Path
 
 import pytest
 
-from rl_onoff.config import REPO_ROOT, ConfigError, load_config
-from rl_onoff.sampling import run_sample
+from rl_onoff.config import REPO_ROOT, load_config
+from rl_onoff.sample.run import run_sample
+from rl_onoff.stage import StageError
 from rl_onoff.stats import pass_at_k
 
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "max_new_tokens", "stop")
 
-def sample_config(write_config, out: Path, model: str, **section) -> Path:
-    base = {"dataset": {"num_examples": 6}, "num_samples": 4, "max_new_tokens": 24,
-            "batch_size": 8, "output_dir": str(out)}
+
+def sample_config(write_config, out: Path, model: str, seed: int = 0, **section) -> Path:
+    """A 00 section; sampling keys given flat here go into its `sampling` block."""
+    sampling = {"max_new_tokens": 24, **{k: section.pop(k) for k in SAMPLING_KEYS if k in section}}
+    base = {"dataset": {"num_examples": 6}, "num_samples": 4, "batch_size": 8,
+            "output_dir": str(out), "sampling": sampling, "task": {"reward_workers": 1}}
     base.update(section)
-    return write_config({"defaults": {"model": model}, "00_sample": base})
+    return write_config({"defaults": {"model": model, "seed": seed}, "00_sample": base})
+
+
+def samples_by_key(out: Path) -> dict:
+    return {(q["id"], i): s["token_ids"] for q in read(out, "results.json")["questions"]
+            for i, s in enumerate(q["samples"])}
 
 
 def read(out: Path, name: str):
@@ -70,6 +81,8 @@ def test_results_hold_exact_tokens_and_provenance(write_config, tmp_path, tiny_r
             assert s["text"] == tokenizer.decode(s["token_ids"], skip_special_tokens=True)
             assert s["finish_reason"] in ("eos", "length")
             assert s["status"] in ("ok", "no_answer", "timeout", "error")
+            assert len(s["sampler_logprobs"]) == len(s["token_ids"])
+            assert all(lp <= 0 for lp in s["sampler_logprobs"])
     provenance = read(out, "run_config.json")
     assert provenance["config"]["00_sample"]["num_samples"] == 4
     assert provenance["environment"]["packages"]["torch"]
@@ -112,7 +125,7 @@ def test_kill_and_restart_loses_and_duplicates_nothing(write_config, tmp_path, t
     partial = progress.read_text().count("\n")
     assert 4 <= partial < 24 and not (killed / "results.json").exists()
     run_sample(load_config(config))
-    pairs = [(line["q"], line["s"]) for line in map(json.loads, progress.read_text().splitlines())]
+    pairs = [(line["qid"], line["s"]) for line in map(json.loads, progress.read_text().splitlines())]
     assert len(pairs) == len(set(pairs)) == 24
     assert read(killed, "results.json")["questions"] == read(straight, "results.json")["questions"]
 
@@ -122,10 +135,71 @@ def test_changed_config_is_refused_or_written_beside(write_config, tmp_path, tin
     run_sample(load_config(sample_config(write_config, out, tiny_random_model)))
     before = (out / "results.json").read_bytes()
     changed = sample_config(write_config, out, tiny_random_model, temperature=0.5)
-    with pytest.raises(ConfigError, match=r"temperature: 1\.0 -> 0\.5.*on_config_change"):
+    with pytest.raises(StageError, match=r"temperature: 1\.0 -> 0\.5.*on_config_change"):
         run_sample(load_config(changed))
     assert (out / "results.json").read_bytes() == before
     run_sample(load_config(changed, ["00_sample.on_config_change=new_dir"]))
     beside = [p for p in tmp_path.iterdir() if p.name.startswith("out-")]
     assert len(beside) == 1 and (beside[0] / "results.json").is_file()
     assert (out / "results.json").read_bytes() == before
+
+
+def test_a_sample_never_depends_on_batching_or_the_number_of_questions(
+        write_config, tmp_path, tiny_random_model):
+    """batch_size 7, 32, 64 and num_examples 3 vs 6: the shared questions' samples are equal."""
+    runs = {}
+    for name, extra in {"b7": {"batch_size": 7}, "b32": {"batch_size": 32},
+                        "b64": {"batch_size": 64},
+                        "few": {"batch_size": 5, "dataset": {"num_examples": 3}}}.items():
+        out = tmp_path / name
+        run_sample(load_config(sample_config(write_config, out, tiny_random_model, **extra)))
+        runs[name] = samples_by_key(out)
+    assert runs["b7"] == runs["b32"] == runs["b64"]
+    assert len(runs["b7"]) == 24 and len(runs["few"]) == 12
+    assert all(runs["b7"][key] == tokens for key, tokens in runs["few"].items())
+    assert len({tuple(t) for t in runs["b7"].values()}) > 12, "samples should differ"
+
+
+def test_more_samples_in_the_same_folder_keep_the_first_ones(write_config, tmp_path,
+                                                              tiny_random_model):
+    out = tmp_path / "out"
+    run_sample(load_config(sample_config(write_config, out, tiny_random_model, num_samples=2)))
+    first = samples_by_key(out)
+    run_sample(load_config(sample_config(write_config, out, tiny_random_model, num_samples=4)))
+    more = samples_by_key(out)
+    assert len(more) == 24 and all(more[key] == tokens for key, tokens in first.items())
+    lines = (out / "progress.jsonl").read_text().count("\n")
+    assert lines == 24, "the first 12 samples were not drawn again"
+
+
+def test_the_seed_changes_the_samples(write_config, tmp_path, tiny_random_model):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_sample(load_config(sample_config(write_config, a, tiny_random_model)))
+    run_sample(load_config(sample_config(write_config, b, tiny_random_model, seed=1)))
+    assert samples_by_key(a) != samples_by_key(b)
+
+
+def test_a_busy_output_folder_stops_a_second_run_and_a_dead_holder_does_not(
+        write_config, tmp_path, tiny_random_model):
+    """While a live process holds the folder, a run into it exits 2 with one line naming the
+    holder and touches nothing; once the holder is killed, its stale lock is taken over."""
+    out = tmp_path / "out"
+    config = sample_config(write_config, out, tiny_random_model)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from rl_onoff.stage import acquire_lock; acquire_lock(Path(sys.argv[1])); "
+         "print('locked', flush=True); time.sleep(120)", str(out)],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        busy = subprocess.run([sys.executable, "exp/00-sample.py", "--config", str(config)],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert busy.returncode == 2
+        assert f"in use by another run (pid {holder.pid}" in busy.stderr
+        assert "Traceback" not in busy.stderr and busy.stderr.count("\n") == 1
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+    run_sample(load_config(config))
+    assert (out / "results.json").is_file() and not (out / ".lock").exists()

@@ -2,8 +2,10 @@
 
 A sample's tokens depend only on (seed, question id, sample index), the model and
 the sampling config (each row of a batch draws from its own random stream), so the
-work can be cut into batches any way: pending (question, sample) pairs are batched
-by prompt length, and every finished batch is appended to `progress.jsonl`. A
+work can be cut into batches and processes any way: pending (question, sample) pairs
+are batched by prompt length, and every finished batch is appended to `progress.jsonl`
+(under torchrun each rank takes every world-th question and appends to its own
+`progress.rank<R>.jsonl`; rank 0 merges). A
 restarted run skips what is there and ends with exactly the samples an
 uninterrupted run gives; raising `num_samples` or `num_examples` keeps the samples
 already drawn. Scoring runs in worker processes while the next batch generates.
@@ -12,6 +14,7 @@ already drawn. Scoring runs in worker processes while the next batch generates.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -57,16 +60,22 @@ def _sample(stage) -> dict:
     records, prompts, prompt_ids = stage.prompts(records, tokenizer, engine.context_length)
     out = stage.claim()
     load_seconds = time.time() - started
+    ranks = stage.ranks
     done = {(line["qid"], line["s"]): line for line in _read_progress(out)}
-    pending = [(q, s) for q, r in enumerate(records) for s in range(cfg.num_samples)
-               if (r["id"], s) not in done]
+    mine = ranks.shard(range(len(records)))
+    pending = [(q, s) for q in mine for s in range(cfg.num_samples)
+               if (records[q]["id"], s) not in done]
+    progress = out / (f"progress.rank{ranks.rank}.jsonl" if ranks.parallel else PROGRESS)
     batches = plan_batches(pending, [len(p) for p in prompt_ids], cfg.batch_size)
-    total = len(records) * cfg.num_samples
+    total = len(mine) * cfg.num_samples
     timing = {"generation_s": 0.0, "scoring_wait_s": 0.0}
     run = stage.run
 
-    bar = tqdm(total=total, initial=total - len(pending), desc=SCRIPT, unit="sample")
-    with ScorePool(cfg.task.reward_workers, cfg.task.reward_timeout) as pool:
+    desc = f"{SCRIPT} (rank 0 of {ranks.world})" if ranks.parallel else SCRIPT
+    bar = tqdm(total=total, initial=total - len(pending), desc=desc, unit="sample",
+               disable=not ranks.main)
+    workers = cfg.task.reward_workers or max(1, (os.cpu_count() or 1) // ranks.world)
+    with ScorePool(workers, cfg.task.reward_timeout) as pool:
         scoring = None  # the previous batch's lines and the future of their scores
         for index, batch in enumerate(batches + [None]):
             generated = None
@@ -79,7 +88,7 @@ def _sample(stage) -> dict:
                 timing["generation_s"] += seconds
             if scoring is not None:  # scored while this batch generated
                 wait = time.time()
-                _finish_batch(out, run, scoring, done, timing, wait)
+                _finish_batch(progress, run, scoring, done, timing, wait)
                 bar.update(len(scoring[0]))
             if batch is None:
                 break
@@ -94,6 +103,10 @@ def _sample(stage) -> dict:
             tokens = sum(line["num_tokens"] for line in lines)
             bar.set_postfix(samples_s=f"{len(batch) / seconds:.1f}", tok_s=f"{tokens / seconds:.0f}")
     bar.close()
+    ranks.barrier()
+    if not ranks.main:
+        return {}
+    done = {(line["qid"], line["s"]): line for line in _read_progress(out)}
     results = assemble_results(records, prompts, prompt_ids, done, cfg, engine)
     timing.update(load_s=load_seconds, total_s=time.time() - started)
     statistics = compute_statistics(results, cfg, engine.model_info, timing)
@@ -105,7 +118,8 @@ def _sample(stage) -> dict:
     return statistics
 
 
-def _finish_batch(out: Path, run, scoring, done: dict, timing: dict, wait_started: float) -> None:
+def _finish_batch(progress: Path, run, scoring, done: dict, timing: dict,
+                  wait_started: float) -> None:
     """Attach the scores to a generated batch and append it to progress.jsonl (one write per
     batch: a crash leaves whole batches or a cut last line, which the reader skips)."""
     lines, future = scoring
@@ -113,7 +127,7 @@ def _finish_batch(out: Path, run, scoring, done: dict, timing: dict, wait_starte
     timing["scoring_wait_s"] += time.time() - wait_started
     for line, sc in zip(lines, scores):
         line.update(extracted=sc.extracted, reward=sc.reward, status=sc.status)
-    io.append_jsonl(out / PROGRESS, lines)
+    io.append_jsonl(progress, lines)
     done.update({(line["qid"], line["s"]): line for line in lines})
     seconds = sum(line["seconds"] for line in lines)
     run.log({"samples_done": len(done),
@@ -122,8 +136,8 @@ def _finish_batch(out: Path, run, scoring, done: dict, timing: dict, wait_starte
 
 
 def _read_progress(out: Path) -> list[dict]:
-    path = out / PROGRESS
-    return io.read_jsonl(path) if path.is_file() else []
+    """Every finished sample, whichever process (and world size) drew it."""
+    return [line for path in sorted(out.glob("progress*.jsonl")) for line in io.read_jsonl(path)]
 
 
 def assemble_results(records, prompts, prompt_ids, done, cfg: SampleConfig, engine) -> dict:
@@ -140,10 +154,11 @@ def assemble_results(records, prompts, prompt_ids, done, cfg: SampleConfig, engi
         samples = [{k: v for k, v in done[(record["id"], s)].items() if k not in BOOKKEEPING}
                    for s in range(cfg.num_samples)]
         answers = [s["extracted"] for s in samples]
-        for sample, cluster in zip(samples, answer_clusters(answers, equivalent)):
+        labels = answer_clusters(answers, equivalent)
+        for sample, cluster in zip(samples, labels):
             sample["cluster"] = cluster
         maj_answer, maj_reward = majority_vote(answers, [s["reward"] for s in samples],
-                                               equivalent)
+                                               labels=labels)
         questions.append({
             "id": record["id"], "question": record["question"], "reference": record["answer"],
             "metadata": {k: record[k] for k in METADATA_KEYS if record.get(k) is not None},
@@ -171,5 +186,5 @@ def compute_statistics(results: dict, cfg: SampleConfig, model_info: dict, timin
     tokens = sum(s["num_tokens"] for q in results["questions"] for s in q["samples"])
     return {**summary, "timing": timing, "wall_time_s": timing["total_s"],
             "tokens_per_s": tokens / seconds if seconds else None,
-            "model": engine.model_info, "seed": cfg.seed, "generation": results["generation"],
+            "model": model_info, "seed": cfg.seed, "generation": results["generation"],
             "dataset": results["dataset"], "config": dataclasses.asdict(cfg)}
