@@ -1,9 +1,11 @@
-"""The command line every `exp/NN-name.py` script shares: --config, --set, --debug.
+"""The command line every `exp/NN-name.py` script shares: --config, --set, --sweep, --debug.
 
 An expected failure (a config or input error, a busy or foreign output folder, a
 missing model, a read-only or full disk) ends the script with one line naming the
 file or key and the fix, and exit status 2; `--debug` shows the traceback instead.
-Ctrl-C ends it with one line (exit 130): rerunning the command resumes.
+Ctrl-C ends it with one line (exit 130): rerunning the command resumes. With --sweep
+(rl_onoff.sweep) the stage runs once per combination of the swept values; a combination's
+expected error ends that combination only, and the script exits 2 if any failed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set 00_sample.sampling.temperature=0.6 "
                         "(repeatable; values are read as YAML: numbers, true/false, null, [lists])")
+    p.add_argument("--sweep", dest="sweeps", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="run once per value, e.g. --sweep 00_sample.sampling.temperature=0.6,1.0 "
+                        "(repeatable: every combination; each in <output_dir>-sweep/<values>, all "
+                        "in one tracking group; a rerun skips the finished ones)")
+    p.add_argument("--group", metavar="NAME", help="with --sweep: the tracking group (default: "
+                   "an earlier attempt's, else the swept keys and a timestamp)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of expected errors")
     return p
 
@@ -51,8 +59,10 @@ def main(description: str, run: Callable, argv: list[str] | None = None,
     """Parse arguments, load the config (defaults and `section`), call `run(config)`."""
     args = parser(description).parse_args(argv)
     try:
-        config = load_config(args.configs or None, args.overrides, section)
-        run(config)
+        if args.sweeps or args.group:
+            sweep(args, run, section)
+        else:
+            run(load_config(args.configs or None, args.overrides, section))
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         sys.exit(130)
@@ -66,6 +76,24 @@ def main(description: str, run: Callable, argv: list[str] | None = None,
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def sweep(args, run: Callable, section: str | None) -> None:
+    """Run every combination of --sweep; exit 2 when one failed."""
+    from rl_onoff.sweep import run_sweep
+
+    if not args.sweeps:
+        raise ConfigError("--group names a sweep's tracking group; give --sweep KEY=V1,V2,... "
+                          "too (or set tracking.group with --set for a single run)")
+    if section is None:
+        raise ConfigError("--sweep needs a stage script (exp/NN-name.py or rl-onoff STAGE)")
+    outcomes = run_sweep(run, section, args.configs, args.overrides, args.sweeps, args.group,
+                         () if args.debug else expected_errors())
+    failed = [o.combination.name for o in outcomes if o.status == "failed"]
+    if failed:
+        print(f"error: {len(failed)} of {len(outcomes)} combinations failed ({', '.join(failed)}); "
+              "fix the cause and rerun the same command", file=sys.stderr)
         sys.exit(2)
 
 
@@ -91,7 +119,8 @@ def entry(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     names = list(STAGES)
     if not argv or argv[0] not in names:
-        print(f"usage: rl-onoff STAGE [--config PATH] [--set KEY=VALUE ...]\n"
+        print(f"usage: rl-onoff STAGE [--config PATH] [--set KEY=VALUE ...] "
+              f"[--sweep KEY=V1,V2,...]\n"
               f"STAGE: {', '.join(names)}", file=sys.stderr)
         sys.exit(2)
     stage, rest = argv[0], argv[1:]

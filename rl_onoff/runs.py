@@ -3,6 +3,7 @@
     python -m rl_onoff.runs list    [--script S] [--last N]
     python -m rl_onoff.runs show    RUN
     python -m rl_onoff.runs compare [RUN ...] [--metric M ...] [--plot PATH.png] [--x step|time]
+    python -m rl_onoff.runs compare --group G [--metric M ...] [--plot PATH.png] [--x KEY]
     python -m rl_onoff.runs best    --metric M [--min] [--script S]
     python -m rl_onoff.runs export  RUN --csv [PATH|-]
 
@@ -11,6 +12,8 @@ Every subcommand takes `--root DIR` (default: exp/runs in the repository) or
 directory, its name (`<name>_<timestamp>`), or a unique prefix or substring of
 `<script>/<name>_<timestamp>`. The records are the ones rl_onoff.tracking
 writes; a record left "running" by a killed process is reported "crashed".
+`compare --group G` lays out the runs of one tracking group (a sweep: rl_onoff.sweep)
+as a grid, one row per combination of the settings that differ between them.
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ LIST_METRICS = 3
 # `compare` hides breakdowns nested deeper than this (by_level.1.avg@n) unless asked for.
 DEFAULT_METRIC_DEPTH = 2
 ABSENT = "(absent)"
-# Config leaves that say where a run's results went, not how it ran: left out of plot labels.
-WHERE_KEYS = ("name", "output_dir", "root", "on_config_change")
+# Config keys that say where a run's results went, not how it ran: not a setting of a grid
+# or a plot label (with everything under `tracking`).
+WHERE_KEYS = ("output_dir", "on_config_change")
 X_AXES = {"step": "step", "time": "wall-clock seconds"}
 DASHES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v")
@@ -121,6 +125,31 @@ class Record:
         return {k: v for k, v in tracking.flatten(kept).items() if tracking.is_number(v)}
 
 
+def group_of(record: Record) -> str | None:
+    """The tracking group the run was recorded in: its section's, else the defaults'."""
+    for part in (record.config.get(record.section), record.config.get("defaults")):
+        group = ((part or {}).get("tracking") or {}).get("group")
+        if group:
+            return group
+    return None
+
+
+def is_where_key(key: str) -> bool:
+    """A dotted config key that says where a run was recorded or written."""
+    parts = key.split(".")
+    return "tracking" in parts or parts[-1] in WHERE_KEYS
+
+
+def short_labels(keys: list[str]) -> list[str]:
+    """The shortest dotted endings that tell the keys apart: 00_sample.sampling.temperature
+    -> temperature, but defaults.seed and 00_sample.seed stay whole."""
+    for n in range(1, max((k.count(".") + 1 for k in keys), default=1) + 1):
+        labels = [".".join(k.split(".")[-n:]) for k in keys]
+        if len(set(labels)) == len(labels):
+            return labels
+    return list(keys)
+
+
 def _local_time(text: str | None) -> str | None:
     """A record's UTC timestamp in this machine's time zone, to the second."""
     if not text:
@@ -162,6 +191,12 @@ class Catalog:
 
     def of_script(self, script: str | None) -> list[Record]:
         return [r for r in self.records if script in (None, r.script)]
+
+    def of_group(self, group: str) -> list[Record]:
+        return [r for r in self.records if group_of(r) == group]
+
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(g for g in map(group_of, self.records) if g))
 
     def resolve(self, ref: str) -> Record:
         """RUN as a directory, an exact name, then a unique prefix, then a unique substring."""
@@ -330,9 +365,8 @@ def run_label(record: Record, diffs: list[tuple[str, list]], index: int) -> str:
     """The run's name plus what sets it apart, e.g. `tiny-arith_20261122-030603 temperature=0.6`."""
     shown = {}
     for key, values in diffs:
-        leaf = key.rsplit(".", 1)[-1]
-        if leaf not in WHERE_KEYS:
-            shown.setdefault(leaf, values[index])
+        if not is_where_key(key):
+            shown.setdefault(key.rsplit(".", 1)[-1], values[index])
     return " ".join([record.id, *[f"{k}={v}" for k, v in list(shown.items())[:3]]])
 
 
@@ -379,6 +413,13 @@ def plot_trajectories(runs: list[Record], metrics: list[str], labels: list[str],
 
 
 def cmd_compare(args, catalog: Catalog) -> None:
+    if args.group:
+        if args.runs:
+            raise RunsError("give RUNs or --group, not both")
+        return compare_group(args, catalog)
+    args.x = args.x or "step"
+    if args.x not in X_AXES:
+        raise RunsError(f"--x {args.x}: allowed without --group: {', '.join(X_AXES)}")
     runs = [catalog.resolve(ref) for ref in args.runs]
     if not runs:
         if not catalog.records:
@@ -412,6 +453,139 @@ def cmd_compare(args, catalog: Catalog) -> None:
         labels = [run_label(r, diffs, i) for i, r in enumerate(runs)]
         plot_trajectories(runs, plotted, labels, Path(args.plot), args.x)
         print(f"\nwrote {args.plot} ({', '.join(plotted)} by {X_AXES[args.x]})")
+
+
+# ---------------------------------------------------------------------------
+# compare --group: a sweep's grid
+
+
+@dataclass
+class Grid:
+    """A group's runs by the settings that differ between them (the swept keys)."""
+    keys: list[str]                            # dotted config keys
+    points: list[tuple[list[str], Record]]     # (each key's value as text, the run)
+    hidden: int                                # earlier attempts at a point, not shown
+
+    @property
+    def labels(self) -> list[str]:
+        return short_labels(self.keys)
+
+
+def _value_order(text: str):
+    """Numbers in numeric order, before texts in text order."""
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def group_grid(runs: list[Record]) -> Grid:
+    """One point per combination of the differing settings; where a point was run more
+    than once (a killed attempt, then a resumed one), its newest finished run, else its
+    newest."""
+    diffs = [(k, vs) for k, vs in config_differences(runs) if not is_where_key(k)]
+    attempts: dict[tuple, list[Record]] = {}
+    for i, record in enumerate(runs):
+        attempts.setdefault(tuple(vs[i] for _, vs in diffs), []).append(record)
+    points = []
+    for values, records in attempts.items():
+        done = [r for r in records if r.status[0] == "finished"]
+        points.append((list(values), (done or records)[-1]))
+    points.sort(key=lambda p: [_value_order(v) for v in p[0]])
+    return Grid([k for k, _ in diffs], points, len(runs) - len(points))
+
+
+def compare_group(args, catalog: Catalog) -> None:
+    runs = catalog.of_group(args.group)
+    if not runs:
+        known = catalog.groups()
+        raise RunsError(f"no runs in group {args.group!r} under {catalog.where()}; groups: "
+                        f"{', '.join(known) or 'none'}")
+    grid = group_grid(runs)
+    records = [r for _, r in grid.points]
+    summary_keys = _union(r.metrics for r in records)
+    _check_patterns(args.metric, summary_keys, [])
+    metrics = (match_metrics(summary_keys, args.metric) if args.metric
+               else _union(key_metrics(r) for r in records))
+    scripts = ", ".join(dict.fromkeys(r.script for r in records))
+    hidden = f"; {grid.hidden} earlier attempts not shown" if grid.hidden else ""
+    print(f"group {args.group}: {len(records)} {scripts} runs{hidden}\n")
+    print(table([*grid.labels, "status", "run", *metrics],
+                [[*values, r.status[0], r.path_id, *[r.metrics.get(m) for m in metrics]]
+                 for values, r in grid.points]))
+    if args.plot:
+        if not metrics:
+            raise RunsError("nothing to plot: the group's runs have no summary metrics "
+                            "(none finished?)")
+        x = grid_axis(grid, args.x)
+        plot_grid(grid, x, metrics, Path(args.plot), f"{scripts}, group {args.group}")
+        print(f"\nwrote {args.plot} ({', '.join(metrics)} against {grid.labels[x]})")
+
+
+def grid_axis(grid: Grid, wanted: str | None) -> int:
+    """The index of the swept key to plot against: `wanted` (a key or its label), else the
+    first with numeric values, else the first."""
+    if not grid.keys:
+        raise RunsError("the group's runs do not differ in any setting: nothing to plot against")
+    if wanted:
+        for i, (key, label) in enumerate(zip(grid.keys, grid.labels)):
+            if wanted in (key, label):
+                return i
+        raise RunsError(f"--x {wanted}: not a swept key of the group; swept: "
+                        f"{', '.join(grid.labels)}")
+    numeric = [i for i in range(len(grid.keys))
+               if all(_value_order(values[i])[0] == 0 for values, _ in grid.points)]
+    return numeric[0] if numeric else 0
+
+
+def plot_grid(grid: Grid, x: int, metrics: list[str], path: Path, title: str) -> None:
+    """One panel per metric against the swept key `x`, one line per combination of the other
+    swept keys; bars: the 95% interval where the run recorded one (ci95.<metric>)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = grid.labels
+    others = [i for i in range(len(labels)) if i != x]
+    numeric = all(_value_order(values[x])[0] == 0 for values, _ in grid.points)
+    ticks = list(dict.fromkeys(values[x] for values, _ in grid.points))
+    lines: dict[str, list[tuple[list[str], Record]]] = {}
+    for values, record in grid.points:
+        name = ", ".join(f"{labels[i]}={values[i]}" for i in others)
+        lines.setdefault(name, []).append((values, record))
+
+    ncols = 1 if len(metrics) == 1 else 2
+    nrows = -(-len(metrics) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 4 * nrows), squeeze=False,
+                             layout="constrained")
+    for ax, metric in zip(axes.flat, metrics):
+        for n, (name, points) in enumerate(lines.items()):
+            xs, ys, low, high = [], [], [], []
+            for values, record in points:
+                value = record.metrics.get(metric)
+                if value is None:
+                    continue
+                xs.append(float(values[x]) if numeric else ticks.index(values[x]))
+                ys.append(value)
+                low.append(value - record.metrics.get(f"ci95.{metric}.lo", value))
+                high.append(record.metrics.get(f"ci95.{metric}.hi", value) - value)
+            if xs:
+                ax.errorbar(xs, ys, yerr=[low, high], label=name or None, capsize=3,
+                            marker=MARKERS[n % len(MARKERS)], linestyle=DASHES[n % len(DASHES)])
+        if not numeric:
+            ax.set_xticks(range(len(ticks)), ticks, rotation=20)
+        ax.set(title=metric, xlabel=labels[x], ylabel=metric)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(metrics):]:
+        ax.remove()
+    if others:
+        handles = {label: h for ax in fig.axes for h, label in zip(*ax.get_legend_handles_labels())}
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", fontsize="small",
+                   ncols=1 if len(handles) <= 4 else 2)
+    fig.suptitle(f"{title}: by {labels[x]} (bars: 95% interval where recorded)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    io.save_figure(path, fig, dpi=120)
+    plt.close(fig)
 
 
 def cmd_best(args, catalog: Catalog) -> None:
@@ -486,13 +660,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", parents=[where],
                        help="config differences and summary metrics side by side; --plot trajectories")
     p.add_argument("runs", nargs="*", metavar="RUN", help="default: the newest two of the last script")
+    p.add_argument("--group", metavar="G", help="the runs of tracking group G (a sweep) as a grid: "
+                   "the settings that differ as columns, one row per combination")
     p.add_argument("--metric", action="append", default=[], metavar="M",
                    help="only metrics matching M (repeatable; globs like 'pass@k.*'); default: all "
                         "but breakdowns such as by_level.*")
     p.add_argument("--plot", metavar="PATH.png", help="plot the step metrics (or those --metric "
-                   "selects) of every run on one figure")
-    p.add_argument("--x", choices=tuple(X_AXES), default="step",
-                   help="the plot's x axis: step, or wall-clock seconds since the run started")
+                   "selects) of every run on one figure; with --group: the summary metrics "
+                   "against a swept setting, one line per combination of the others")
+    p.add_argument("--x", help="the plot's x axis: step (default), or time (wall-clock seconds "
+                   "since the run started); with --group: a swept key (default: the first "
+                   "numeric one)")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("best", parents=[where], help="rank runs by a summary metric")
