@@ -13,6 +13,7 @@ import importlib.util
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tomllib  # Python 3.11+, as Streamlit itself needs
@@ -528,6 +529,27 @@ def test_a_permalink_opens_its_prompt_response_and_token(pipeline, monkeypatch):
     assert 'sel" data-i="4"' in component_html(at)
 
 
+def websocket_handshake(port: int, host: str) -> int:
+    """The HTTP status of a WebSocket handshake on the app's stream, as a page on `host`
+    (its Host and Origin) would send it."""
+    request = (f"GET /_stcore/stream HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               f"Sec-WebSocket-Version: 13\r\nOrigin: http://{host}:{port}\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request.encode())
+        return int(sock.recv(64).split()[1])
+
+
+def test_a_foreign_host_name_is_refused_and_localhost_served(pipeline):
+    """DNS rebinding: a hostile page whose name resolves to 127.0.0.1 reaches the port but
+    is refused by name; the names a tunnel uses still connect."""
+    with browser.serve(["--config", str(pipeline[0])]) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        assert websocket_handshake(port, "evil.example") == 403
+        assert websocket_handshake(port, "localhost") == 101
+        assert websocket_handshake(port, "127.0.0.1") == 101
+
+
 # ---------------------------------------------------------------------------
 # A real browser
 
@@ -547,8 +569,8 @@ def test_browser_shows_coloured_tokens_and_a_click_selects_one(pipeline, tmp_pat
         spans = page.locator(browser.TOKENS)
         assert spans.count() == span.stop - span.start
         # every highlighted token has its step's colours; at least one is highlighted
-        scale = tokens.Scale.build(np.quantile(arrays["entropy"], 0.99), 8, "nats")
-        steps = np.clip(np.floor(arrays["entropy"][span] / scale.top * 8), 0, 7).astype(int)
+        scale = tokens.Scale.linear(np.quantile(arrays["entropy"], 0.99), 8, "nats")
+        steps = np.clip(np.floor(arrays["entropy"][span] / scale.top * 7), 0, 7).astype(int)
         assert steps.max() > 0
         for i in np.flatnonzero(steps):
             background, text = scale.colours[steps[i]]
@@ -577,3 +599,37 @@ def test_browser_shows_coloured_tokens_and_a_click_selects_one(pipeline, tmp_pat
 
 def _rgb(colour: str) -> str:
     return "rgb({}, {}, {})".format(*(int(colour[i:i + 2], 16) for i in (1, 3, 5)))
+
+
+@pytest.mark.skipif(browser.chromium_path() is None,
+                    reason="no chromium on PATH (Debian: apt-get install chromium)")
+@pytest.mark.skipif(importlib.util.find_spec("playwright") is None,
+                    reason="playwright not installed (pip install playwright)")
+def test_browser_permalink_scrolls_to_its_token_and_opens_a_fork(pipeline, tmp_path):
+    config, results, out, arrays, _ = pipeline
+    long = derived(pipeline, tmp_path / "long", repeat=12)  # one response of thousands of tokens
+    target = len(arrays["entropy"]) * 12 - 30
+    with browser.serve(["--config", str(config)]) as (url, _), browser.chromium() as chromium:
+        page = chromium.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(f"{url}/?dir={long}&prompt=0&response=0&token={target}")
+        page.get_by_text(f"Token {target}:").wait_for(timeout=60_000)
+        page.wait_for_timeout(500)
+        # the selected token is inside the scrolled box and the box is above the fold
+        seen = page.locator(".rlo-tokens").evaluate("""box => {
+            const sel = box.querySelector('.sel');
+            const b = box.getBoundingClientRect(), s = sel.getBoundingClientRect();
+            return [box.scrollTop, s.top >= b.top && s.bottom <= b.bottom, b.top, +sel.dataset.i];
+        }""")
+        assert seen[0] > 0 and seen[1] and seen[2] < 800 and seen[3] == target
+        # a response with an outcome fork: the button selects the fork's token
+        table = forks.fork_table(data.open_run(out), list(range(len(results["questions"]))))
+        if table.empty:
+            pytest.skip("the fixture's run has no prompt with both outcomes")
+        row = table.iloc[0]
+        q, s = int(row["question"]), int(row["response"])
+        page.goto(f"{url}/?dir={out}&prompt={q}&response={s}&token=0")
+        page.get_by_text("Token 0:").wait_for(timeout=60_000)
+        assert page.locator(".rlo-tokens .fork").get_attribute("data-i") == str(row["fork at"])
+        page.get_by_role("button", name="go to the fork").click()
+        page.get_by_text(f"Token {row['fork at']}:").wait_for(timeout=30_000)
+        page.wait_for_url(re.compile(rf"token={row['fork at']}(&|$)"), timeout=10_000)
