@@ -1,8 +1,9 @@
 """05-entropy: predict the entropy change of one policy-gradient step (delta-H1) and check it
-against the real step. Usage: 05-entropy.py [MODE] [--config ...] [--set 05_entropy.KEY=VALUE ...],
-MODE one of single, batch-scaling, sanity-check, eta-sweep, debug (default: 05_entropy.mode).
+against the real step on an independent batch. Usage: 05-entropy.py [MODE] [--config ...]
+[--set 05_entropy.KEY=VALUE ...], MODE one of single, batch-scaling, sanity-check, eta-sweep,
+exact, debug (default: 05_entropy.mode).
 
-Writes exp/05-entropy/output/<mode>/<name>_<timestamp>/ (section 05_entropy).
+Writes exp/05-entropy/output/<mode>/ (section 05_entropy).
 """
 
 import sys

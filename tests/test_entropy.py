@@ -377,26 +377,125 @@ def test_a_failed_run_records_its_error_and_returns_none(tmp_path):
     assert json.loads((tmp_path / "r2" / "results.json").read_text()) == {"x": 1}
 
 
+# ---------------------------------------------------------------------------
+# The exact mode: ground truth independent of the estimator
+
+
+def test_enumeration_matches_a_brute_force_sum():
+    """Every response of a 3-token (EOS = 2) policy up to length 3, by plain recursion."""
+    from rl_onoff.entropy.exact import Enumeration
+
+    z = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    p = z.softmax(-1).tolist()
+    h = [-sum(q * math.log(q) for q in row) for row in p]
+    seq = mean_tok = s_tot = l_tot = 0.0
+
+    def walk(state, prob, s, n, logp):
+        nonlocal seq, mean_tok, s_tot, l_tot
+        for y in range(3):
+            q, s2, n2 = prob * p[state][y], s + h[state], n + 1
+            lp = logp + math.log(p[state][y])
+            if y == 2 or n2 == 3:   # finished: EOS or the length limit
+                seq -= q * lp
+                mean_tok += q * s2 / n2
+                s_tot, l_tot = s_tot + q * s2, l_tot + q * n2
+            else:
+                walk(y, q, s2, n2, lp)
+
+    walk(0, 1.0, 0.0, 0, 0.0)
+    exact = Enumeration(3, 3).entropies(z)
+    assert float(exact["sequence"]) == pytest.approx(seq, rel=1e-12)
+    assert float(exact["token_mean"]) == pytest.approx(mean_tok, rel=1e-12)
+    assert float(exact["token_weighted"]) == pytest.approx(s_tot / l_tot, rel=1e-12)
+
+
+def _exact_config(runs):
+    from rl_onoff.entropy.config import EntropyConfig, EntropyExactConfig
+
+    return EntropyConfig(exact=EntropyExactConfig(runs=runs, batch_e=12, batch_u=6))
+
+
+def test_exact_mode_finds_the_estimator_unbiased_and_calibrated():
+    """A short version of `05-entropy.py exact` (the full one: 200 runs, docs/RESULTS_05.md)."""
+    from rl_onoff.entropy.exact import run_exact
+
+    summary = run_exact(_exact_config(14), progress=False)
+    for kind in est.KINDS:
+        entry = summary["kinds"][kind]
+        assert entry["unbiased"], entry["verdict"]
+        assert entry["held_out_vs_exact_change"]["unbiased"], entry["verdict"]
+        assert entry["second_order_share"] < 0.1   # lr small enough for a first-order check
+
+
+def test_exact_mode_catches_a_dropped_score_term(monkeypatch):
+    """Plant the bug the issue names: the gradient without the score term (importance weights
+    held at 1). The exact mode must call delta-H1 biased and miscalibrated, while the held-out
+    truth (no gradient code) still agrees with the exact change."""
+    from rl_onoff.entropy.exact import run_exact
+
+    real = est.entropy_change
+
+    def no_score_term(terms, anchor):
+        if not terms.logp.requires_grad:
+            return real(terms, anchor)
+        f = est.entropy_samples(terms)
+        keep_graph = 0.0 * terms.seq_logp.sum()   # the length part has no other path to theta
+        return {k: (f[k] - anchor.f[k]).mean() + keep_graph for k in est.PARTS}
+
+    monkeypatch.setattr(est, "entropy_change", no_score_term)
+    summary = run_exact(_exact_config(12), progress=False)
+    seq = summary["kinds"]["sequence"]
+    assert not seq["unbiased"] and not seq["calibrated"], seq["verdict"]
+    assert seq["held_out_vs_exact_change"]["unbiased"]   # the truth does not use the gradient
+
+
+def test_effective_sample_share_and_z_summary_against_formulas():
+    assert est.ess_share(torch.zeros(5, dtype=torch.float64)) == pytest.approx(1.0)
+    w = np.array([1.0, 2.0, 3.0, 10.0])
+    assert est.ess_share(torch.tensor(np.log(w))) == pytest.approx(w.sum() ** 2 / (4 * (w ** 2).sum()))
+    z = np.random.default_rng(0).normal(0.0, 1.0, 400)
+    ok = analysis.z_summary(z)
+    assert ok["unbiased"] and ok["calibrated"] and ok["sd"] == pytest.approx(np.std(z, ddof=1))
+    assert not analysis.z_summary(z + 0.5)["unbiased"]
+    assert not analysis.z_summary(2 * z)["calibrated"]
+
+
+def test_a_step_the_dtype_cannot_hold_stops_with_what_to_set(small_llama):
+    from rl_onoff.entropy.probe import RealStepError
+
+    model = small_llama(vocab_size=30).to(torch.bfloat16)
+    params = trainable(model)
+    updater, settings = Updater(params, OptimizerSpec("adam")), ProbeSettings(lr=1e-7)
+    update = prepare_update(model, random_groups(2, 4, 31), updater, settings, PhaseTimer())
+    theta0 = parameters_vector(params)
+    with pytest.raises(RealStepError, match="set 05_entropy.precision: float64"):
+        probe(model, update, random_groups(2, 4, 32), updater, settings, jackknife=False)
+    assert torch.equal(parameters_vector(params), theta0)
+
+
 @pytest.mark.skipif("tiny-arith" not in bundled_models(), reason="tiny-arith is not bundled yet")
-def test_single_on_tiny_arith_agrees_with_the_real_step(write_config, tmp_path):
-    """End to end: delta-H1 and Delta-H_true agree within the SE at a small lr, files are written."""
+def test_single_on_tiny_arith_agrees_with_the_held_out_truth(write_config, tmp_path):
+    """End to end: delta-H1 agrees with the held-out change (z), the linearisation check with
+    delta-H1 up to the Taylor remainder; files are written in the mode's folder."""
     from rl_onoff.entropy import run_entropy
 
     path = write_config({"05_entropy": {
-        "batch_e": 4, "batch_u": 6, "num_samples": 4, "sampling": {"max_new_tokens": 48}, "lr": 1e-6,
+        "batch_e": 4, "batch_u": 6, "batch_heldout": 4, "num_samples": 4,
+        "sampling": {"max_new_tokens": 48}, "lr": 1e-6,
         "dataset": {"num_examples": 200}, "output_dir": str(tmp_path / "out")}})
     summary = run_entropy(load_config(path))
-    out = next((tmp_path / "out" / "single").iterdir())
+    out = tmp_path / "out" / "single"
     result = json.loads((out / "runs" / "run-000" / "results.json").read_text())
     assert json.loads((out / "summary.json").read_text())["mode"] == "single"
     assert (out / "single.png").stat().st_size > 10_000 and (out / "run_config.json").is_file()
     assert result["u_batch"]["groups_with_signal"] > 0, "tiny-arith should give a reward signal"
     for kind in est.KINDS:
-        first, true = result["delta_h1"][kind], result["delta_h_true"][kind]
-        assert abs(true["value"] - first["value"]) <= 0.05 * first["se_cond"]
-        assert first["se_total"] >= first["se_cond"] > 0
-        # per prompt too (the batch mean can cancel): the real step's change is the predicted one
-        d, t = (np.array(result["per_prompt"][kind][k]) for k in ("delta_h1", "delta_h_true"))
-        assert np.abs(t - d).max() <= 0.02 * np.abs(d).max()
-    assert summary["agrees_within_se"] == {"sequence": True, "token": True}
+        first, lin = result["delta_h1"][kind], result["linearisation_check"][kind]
+        held = result["held_out"][kind]
+        assert abs(lin["value"] - first["value"]) <= 0.05 * first["se_cond"]
+        assert first["se_total"] >= first["se_cond"] > 0 and held["se"] > 0
+        z = (first["value"] - held["value"]) / math.hypot(first["se_cond"], held["se"])
+        assert held["z"] == pytest.approx(z)
+    assert set(summary["agrees_with_held_out"]) == set(est.KINDS)
+    assert result["held_out"]["ess"]["min_share"] > 0.99   # lr 1e-6: weights near 1
     assert result["update"]["real_step_mismatch"] < 1e-8
