@@ -69,32 +69,34 @@ def row_uniforms(seeds: torch.Tensor, step: int) -> torch.Tensor:
 def sample_rows(logits: torch.Tensor, params: SamplingParams, seeds: torch.Tensor,
                 step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(token, its log-prob) per row of `logits` (batch, vocab), drawn by inverse CDF with
-    each row's own uniform; greedy takes the argmax with log-prob 0."""
+    each row's own uniform (`seeds`: int64 on the CPU); greedy: the argmax, log-prob 0."""
     if params.greedy:
         return logits.argmax(-1), torch.zeros(len(logits), device=logits.device)
     logp = sampling_logits(logits, params).log_softmax(-1)
-    # float64 cumulative sums: a filtered token (probability 0) adds a flat step no uniform in
-    # (0, 1] can land on, and rounding stays far below any probability that matters
-    cdf = logp.exp().double().cumsum(-1)
-    target = row_uniforms(seeds, step).to(logits.device)[:, None] * cdf[:, -1:]
+    # float64 cumulative sums (MPS has none): a filtered token (probability 0) adds a flat step
+    # no uniform in (0, 1] can land on, and rounding stays far below any probability that matters
+    dtype = torch.float32 if logits.device.type == "mps" else torch.float64
+    cdf = logp.exp().to(dtype).cumsum(-1)
+    target = row_uniforms(seeds, step).to(logits.device, dtype)[:, None] * cdf[:, -1:]
     tokens = torch.searchsorted(cdf, target).squeeze(-1)
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
-def row_seeds(count: int, seeds: list[int] | None, generator: torch.Generator | None,
-              device) -> torch.Tensor:
-    """int64 seeds, one per row: given, or drawn from `generator` (or torch's global RNG)."""
+def row_seeds(count: int, seeds: list[int] | None,
+              generator: torch.Generator | None) -> torch.Tensor:
+    """int64 seeds on the CPU, one per row: given, or drawn from `generator` (or torch's
+    global RNG). The per-step hash of a batch's seeds is too small to be worth a device."""
     if seeds is not None:
         if generator is not None:
             raise ValueError("generate: pass `seeds` (one per prompt) or `generator`, not both")
         if len(seeds) != count:
             raise ValueError(f"generate: {len(seeds)} seeds for {count} prompts; "
                              "pass exactly one seed per prompt")
-        return torch.tensor([_int64(s) for s in seeds], dtype=torch.long, device=device)
+        return torch.tensor([_int64(s) for s in seeds], dtype=torch.long)
     gen_device = generator.device if generator is not None else "cpu"
     drawn = torch.randint(-(1 << 63), (1 << 63) - 1, (count,), generator=generator,
                           device=gen_device)
-    return drawn.to(device)
+    return drawn.cpu()
 
 
 def eos_token_ids(model, tokenizer) -> list[int]:
@@ -164,7 +166,7 @@ def generate(model, tokenizer, prompts: list[list[int]], params: SamplingParams,
     finished rows in the batch until the last one ends (same tokens, slower; benchmarks).
     """
     device = next(model.parameters()).device
-    seed_rows = row_seeds(len(prompts), seeds, generator, device)
+    seed_rows = row_seeds(len(prompts), seeds, generator)
     eos = set(eos_ids if eos_ids is not None else eos_token_ids(model, tokenizer))
     stops = StopStrings(tokenizer, stop)
     input_ids, mask = left_pad(prompts, tokenizer.pad_token_id, device)
@@ -193,7 +195,8 @@ def generate(model, tokenizer, prompts: list[list[int]], params: SamplingParams,
         if drop_finished and len(running) < len(batch_rows):
             keep = torch.tensor(running, device=device)
             cache.batch_select_indices(keep)
-            mask, pos, seed_rows, next_ids = mask[keep], pos[keep], seed_rows[keep], next_ids[keep]
+            mask, pos, next_ids = mask[keep], pos[keep], next_ids[keep]
+            seed_rows = seed_rows[running]
             batch_rows = [batch_rows[i] for i in running]
         mask = torch.cat([mask, mask.new_ones((len(batch_rows), 1))], dim=1)
         pos = pos[:, -1:] + 1
