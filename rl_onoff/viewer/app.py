@@ -147,7 +147,7 @@ def render(description: str, argv: list[str]) -> None:
 
 
 # Less empty space above the page, so that a response's tokens show on a 1280x800 window.
-COMPACT = "<style>.stMainBlockContainer { padding-top: 2.5rem; }</style>"
+COMPACT = "<style>.stMainBlockContainer { padding-top: 3.75rem; }</style>"
 
 
 def _restore_permalink(cfg: VisualizeConfig) -> None:
@@ -332,11 +332,11 @@ def _fork_of(table: pd.DataFrame, sample: int):
 
 
 def _fork_line(fork, go) -> None:
-    text, button = st.columns([5, 1], vertical_alignment="center")
+    text, button = st.columns([3, 1], vertical_alignment="center")
     text.caption(plain(
         f"Outcome fork (green underline): at token {fork['fork at']} this {fork['outcome']} "
-        f"response drew {charts.token_label(fork['token'])!r} where #{fork['parts from']} "
-        f"drew {charts.token_label(fork['its token'])!r}; entropy there "
+        f"response drew {charts.token_label(fork['token'])} where #{fork['parts from']} "
+        f"drew {charts.token_label(fork['its token'])}; entropy there "
         f"{fixed(fork['entropy there'], 3)} nats."))
     button.button("go to the fork", on_click=go, key="go-fork")
 
