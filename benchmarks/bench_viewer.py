@@ -56,13 +56,14 @@ def template(root: Path) -> dict:
 
     from rl_onoff.config import load_config
     from rl_onoff.distributions import run_dist
-    from rl_onoff.sampling import run_sample
+    from rl_onoff.sample.run import run_sample
 
     root.mkdir(parents=True)
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump({
         "defaults": {"device": "cpu", "tracking": {"root": str(root / "runs")}},
-        "00_sample": {"dataset": {"num_examples": 3}, "num_samples": 2, "max_new_tokens": 24,
+        "00_sample": {"dataset": {"num_examples": 3}, "num_samples": 2,
+                      "sampling": {"max_new_tokens": 24},
                       "output_dir": str(root / "00")},
         "01_dist": {"input": str(root / "00"), "output_dir": str(root / "01")}}))
     run_sample(load_config(config))

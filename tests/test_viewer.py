@@ -36,14 +36,14 @@ SAMPLE_SPAN = 'class="t s'
 def pipeline(tmp_path_factory):
     """(config path, 00's results, 01's directory, 01's arrays, per-sample row offsets)."""
     from rl_onoff.distributions import run_dist
-    from rl_onoff.sampling import run_sample
+    from rl_onoff.sample.run import run_sample
 
     root = tmp_path_factory.mktemp("viewer")
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump({
         "defaults": {"device": "cpu", "tracking": {"root": str(root / "runs")}},
         "00_sample": {"dataset": {"levels": [1, 5], "num_examples": 4}, "num_samples": 3,
-                      "max_new_tokens": 40, "output_dir": str(root / "00")},
+                      "sampling": {"max_new_tokens": 40}, "output_dir": str(root / "00")},
         "01_dist": {"input": str(root / "00"), "output_dir": str(root / "01"), "top_k": 5},
         "02_visualize": {"input": str(root / "01")}}))
     run_sample(load_config(config))

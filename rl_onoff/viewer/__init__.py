@@ -27,4 +27,5 @@ def main(script: str, description: str, argv: list[str]) -> None:
     from rl_onoff.cli import main as cli_main
     from rl_onoff.viewer.server import launch
 
-    cli_main(description, lambda config: launch(script, config["02_visualize"], argv), argv)
+    cli_main(description, lambda config: launch(script, config["02_visualize"], argv), argv,
+             section="02_visualize")

@@ -30,7 +30,7 @@ import pandas as pd
 import streamlit as st
 
 from rl_onoff.cli import parser
-from rl_onoff.config import REPO_ROOT, ConfigError, load_config
+from rl_onoff.config import ConfigError, default_config_path, load_config
 from rl_onoff.distributions.store import Distributions
 from rl_onoff.viewer import charts, data, forks, tokens
 from rl_onoff.viewer.component import clickable_tokens
@@ -111,13 +111,13 @@ def render(description: str, argv: list[str]) -> None:
     """Draw the page for this script run (Streamlit reruns it on every interaction)."""
     st.set_page_config(page_title="02-visualize · rl_onoff", layout="wide")
     st.html(COMPACT)
-    cfg = _settings(description, argv)
+    cfg, base = _settings(description, argv)
     _restore_permalink(cfg)
     typed = st.sidebar.text_input(
         "01 output directory", key="run_dir",
-        help="01-dist's output_dir (relative paths start at the repository root)")
+        help="01-dist's output_dir (relative paths start at the YAML's folder)")
     try:
-        path, stamp = data.locate(typed)
+        path, stamp = data.locate(typed, base)
         run = _run(path, stamp)
     except data.ViewerError as err:
         st.title("02-visualize")
@@ -137,7 +137,7 @@ def render(description: str, argv: list[str]) -> None:
                                          on_change="rerun")
     if response.open:
         with response:
-            _response(run, path, stamp, cfg, question)
+            _response(run, path, stamp, cfg, question, base)
     if prompts.open:
         with prompts:
             _prompt_list(shown)
@@ -167,16 +167,17 @@ def _restore_permalink(cfg: VisualizeConfig) -> None:
                 st.session_state[f"token-{q}-{s}"] = numbers["token"]
 
 
-def _permalink(path: str, question: int, sample: int, position: int) -> None:
-    """The URL's query for what is shown (the directory relative to the project if inside)."""
+def _permalink(path: str, base: Path, question: int, sample: int, position: int) -> None:
+    """The URL's query for what is shown (the directory relative to the YAML's folder if
+    inside)."""
     directory = Path(path)
-    if directory.is_relative_to(REPO_ROOT):
-        directory = Path(os.path.relpath(directory, REPO_ROOT))
+    if directory.is_relative_to(base):
+        directory = Path(os.path.relpath(directory, base))
     st.query_params.from_dict({"dir": directory.as_posix(), "prompt": question,
                                "response": sample, "token": position})
 
 
-def _settings(description: str, argv: list[str]) -> VisualizeConfig:
+def _settings(description: str, argv: list[str]) -> tuple[VisualizeConfig, Path]:
     """02_visualize from the YAML named after `--` (streamlit run ... -- --config X --set K=V)."""
     try:
         args = parser(description).parse_args(argv)
@@ -184,18 +185,21 @@ def _settings(description: str, argv: list[str]) -> VisualizeConfig:
         st.error("usage: streamlit run exp/02-visualize.py -- [--config FILE] "
                  "[--set 02_visualize.KEY=VALUE ...]; got arguments " + " ".join(argv))
         st.stop()
+    configs = tuple(str(p) for p in args.configs or [default_config_path()])
     try:
-        mtime = Path(args.config).stat().st_mtime_ns if Path(args.config).is_file() else None
-        return _section(args.config, tuple(args.overrides), mtime)
+        mtimes = tuple(Path(p).stat().st_mtime_ns if Path(p).is_file() else None for p in configs)
+        return _section(configs, tuple(args.overrides), mtimes)
     except ConfigError as err:
         st.error(f"Configuration error: {plain(err)}")
         st.stop()
 
 
 @st.cache_data(show_spinner=False)
-def _section(config: str, overrides: tuple, mtime: int | None) -> VisualizeConfig:
-    """The validated section, read again only when the file changes (`mtime`)."""
-    return load_config(config, overrides)[SECTION]
+def _section(configs: tuple, overrides: tuple, mtimes: tuple) -> tuple[VisualizeConfig, Path]:
+    """The validated section and the folder its paths start at, read again only when a file
+    changes (`mtimes`)."""
+    config = load_config(list(configs), overrides, section=SECTION)
+    return config[SECTION], config.base_dir
 
 
 def _filters(table: pd.DataFrame) -> pd.DataFrame:
@@ -243,7 +247,7 @@ def _about(run: Distributions) -> None:
 
 @st.fragment  # choosing a response, a view or a token reruns this part of the page only
 def _response(run: Distributions, path: str, stamp: tuple, cfg: VisualizeConfig,
-              question: int) -> None:
+              question: int, base: Path) -> None:
     record = run.questions[question]
     options = _sample_options(record["samples"])
     top_left, top_right = st.columns([3, 2], gap="large")
@@ -300,7 +304,7 @@ def _response(run: Distributions, path: str, stamp: tuple, cfg: VisualizeConfig,
                                            f"{view} ({data.VIEWS[view].unit})"),
                        on_select=picked, selection_mode=charts.PICK, key=trace_key)
     _prompt_fork_table(_prompt_forks(path, stamp, question), question)
-    _permalink(path, question, sample, int(position))
+    _permalink(path, base, question, sample, int(position))
 
 
 VIEW_HELP = ("entropy: of the model's full next-token distribution at T=1; sampled entropy: "

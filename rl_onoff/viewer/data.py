@@ -17,7 +17,6 @@ import pandas as pd
 
 from rl_onoff.distributions.pipeline import FORMAT_VERSION
 from rl_onoff.distributions.store import JSON_NAME, NPZ_NAME, Distributions, load_distributions
-from rl_onoff.sampling import resolve_path
 from rl_onoff.viewer.text import fixed
 
 OUTCOMES = ("correct", "incorrect", "truncated")
@@ -62,12 +61,12 @@ class ViewerError(Exception):
     """A problem with 01's output, phrased for the person looking at the page."""
 
 
-def locate(typed: str) -> tuple[str, tuple]:
+def locate(typed: str, base: Path | None = None) -> tuple[str, tuple]:
     """The run directory named in the sidebar (one cache key however it is typed) and its
     stamp; a path the system refuses (too long, unreadable, a NUL byte) is a one-line
     ViewerError, never a traceback in the page."""
     try:
-        directory = run_directory(typed)
+        directory = run_directory(typed, base)
         return str(directory), stamp(directory)
     except (OSError, ValueError) as err:
         raise ViewerError(f"cannot open {_short(typed)}: {_reason(err)}; {FIX}") from err
@@ -81,10 +80,12 @@ def stamp(path: str | Path) -> tuple:
                  for f in (directory / JSON_NAME, directory / NPZ_NAME))
 
 
-def run_directory(path: str | Path) -> Path:
+def run_directory(path: str | Path, base: Path | None = None) -> Path:
     """The directory of 01's output named by `path` (it or its distributions.json; relative
-    paths start at the repository root, like the YAML's)."""
-    path = resolve_path(str(path))
+    paths start at `base`, the YAML's folder, else the working directory)."""
+    path = Path(path).expanduser()
+    if not path.is_absolute():
+        path = (base or Path.cwd()) / path
     return path.parent if path.name == JSON_NAME else path
 
 
