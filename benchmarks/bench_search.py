@@ -9,9 +9,11 @@ stage's code path, real rewards). Then plain sampling (rl_onoff.generation,
 batched) draws samples per question until it has generated as many tokens as
 that question's tree: the same generated-token budget. Prints
 
-- forward tokens per new tree node (prompt included; goal <= 1.2), and what
-  re-running each rollout's prefix would cost instead (computed, not run);
-- seconds per rollout vs per plain sample, and per generated token.
+- forward tokens per new tree node (prompt included), and the saving of KV reuse against
+  re-running each rollout's prefix (what a per-rollout `generate` does; computed, not run);
+- occupancy: real tokens per model call and the share of padded slots, tree vs sampling;
+- the share of rollouts that add no token (they end on a response already in the tree);
+- seconds per new tree token vs per plain-sample token (goal: ratio <= 1.2).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def main() -> None:
     from rl_onoff.search.baseline import sample_pools
     from rl_onoff.search.dts import Settings, iterate
     from rl_onoff.search.kv import KVPolicy
-    from rl_onoff.search.rewards import score_responses
+    from rl_onoff.search.rewards import Scorer
     from rl_onoff.search.tree import tokens
     from rl_onoff.tasks import build_prompt, encode_prompt
 
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--lam", type=float, default=10.0)
+    parser.add_argument("--reward", default="math_verify")
     parser.add_argument("--sample-batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -62,14 +65,13 @@ def main() -> None:
                       tokenizer.pad_token_id)
     rng, scoring = random.Random(args.seed), [0.0]
     references = {}
+    scorer = Scorer(tokenizer, task, args.reward, {}, args.max_new_tokens)
 
     def score(pairs):
         start = time.perf_counter()
-        ids = [tokens(leaf) for _, leaf in pairs]
-        texts = [tokenizer.decode(i, skip_special_tokens=True) for i in ids]
-        scored = score_responses(texts, [len(i) for i in ids], [leaf.finish for _, leaf in pairs],
-                                 [references[id(tree)] for tree, _ in pairs], task, {},
-                                 args.max_new_tokens)
+        _, scored = scorer.score([tokens(leaf) for _, leaf in pairs],
+                                 [leaf.finish for _, leaf in pairs],
+                                 [references[id(tree)] for tree, _ in pairs])
         scoring[0] += time.perf_counter() - start
         return [s.reward for s in scored]
 
@@ -78,12 +80,15 @@ def main() -> None:
     trees = policy.new_trees(prompts)
     references.update({id(t): r["answer"] for t, r in zip(trees, records)})
     recompute = 0                      # tokens a search re-running each rollout's prefix forwards
+    empty = 0                          # rollouts that added no token
     for k in range(1, args.rollouts + 1):
         sizes = [t.size for t in trees]
         leaves = iterate(trees, policy, score, Settings(lam=args.lam), rng, k)
         for tree, leaf, size in zip(trees, leaves, sizes):
             if tree.size > size:       # new nodes: the prompt and the path re-run, EOS excluded
                 recompute += tree.prompt_len + leaf.depth - (leaf.finish == "eos")
+            else:
+                empty += 1
     sync()
     tree_seconds = time.perf_counter() - start - scoring[0]
 
@@ -109,10 +114,14 @@ def main() -> None:
     print(f"tree: {nodes} new nodes, {forward} forward tokens ({prompt_tokens} of them prompt, "
           f"{sum(t.refills for t in trees)} refills), {policy.forward_slots} forward slots with "
           "padding")
-    print(f"forward tokens per new tree node:        {forward / nodes:6.3f}  (goal <= 1.2)")
+    print(f"forward tokens per new tree node:        {forward / nodes:6.3f}")
     print(f"  without the prompt:                    {(forward - prompt_tokens) / nodes:6.3f}")
-    print(f"  re-running each rollout's prefix:      {recompute / nodes:6.3f}  (computed, not run)")
+    print(f"  re-running each rollout's prefix:      {recompute / nodes:6.3f}  (computed, not run): "
+          f"reuse saves {recompute / forward:.2f}x")
     print(f"  no KV cache at all:                    {no_cache / nodes:6.1f}  (computed, not run)")
+    print(f"occupancy: tree {forward / policy.forward_slots:.3f} of forward slots are real tokens "
+          f"(the rest is padding of finished or shorter rows); rollouts adding no token: "
+          f"{empty / rollouts:.3f}")
     print(f"tree search:    {tree_seconds:7.2f} s  {1000 * tree_seconds / rollouts:8.1f} ms/rollout  "
           f"{1000 * tree_seconds / sum(budgets):6.2f} ms/token  (scoring {scoring[0]:.2f} s not "
           "counted)")

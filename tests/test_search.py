@@ -465,63 +465,107 @@ def integer_in_last_box(text: str):
     return int(found[-1]) if found else None
 
 
+def step_share(text: str) -> float:
+    """Share of lines `a op b = c` (integers) that are right, by Python's own arithmetic."""
+    steps = re.findall(r"^\s*(-?\d+) ([-+*]) (-?\d+) = (-?\d+)\s*$", text, re.M)
+    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+    return (sum(ops[op](int(a), int(b)) == int(c) for a, op, b, c in steps) / len(steps)
+            if steps else 0.0)
+
+
+def vote_by_integer(items: list[dict], weights) -> bool:
+    """The weighted-majority integer answer (ties: first seen) is the reference's."""
+    totals: dict = {}
+    for item, w in zip(items, weights):
+        answer = integer_in_last_box(item["text"])
+        if answer is not None:
+            totals[answer] = totals.get(answer, 0) + w
+    if not totals:
+        return False
+    top = max(totals.values())
+    winner = next(a for a in totals if totals[a] == top)
+    return next(i for i in items if integer_in_last_box(i["text"]) == winner)["correct"]
+
+
 def test_stage_numbers_match_independent_recomputation(write_config, tmp_path, tiny_random_model):
     from rl_onoff.search.run import run_tree_search
 
     out = tmp_path / "out"
     path = write_config({"03_tree_search": {
         "models": ["tiny-arith", tiny_random_model],
-        "dataset": {"num_examples": 3, "levels": [1, 2]},   # short answers: 32 tokens suffice
-        "rollouts": 4, "sampling": {"max_new_tokens": 32}, "batch_size": 2, "output_dir": str(out)}})
+        "dataset": {"num_examples": 2, "levels": [1, 2]},   # short answers: 32 tokens suffice
+        "rollouts": 3, "sampling": {"max_new_tokens": 32}, "batch_size": 2, "seeds": [0, 1],
+        "reward": "step_check", "shaping": {"math_verify": 1.0}, "max_pool_factor": 4,
+        "bootstrap": 200, "output_dir": str(out)}})
     summary = run_tree_search(load_config(path))
     results = json.loads((out / "results.json").read_text())
     lines = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
-    assert len(lines) == 2 * 3 * 4
-    for entry in results["models"]:
-        name = entry["model"]["name"]
+    labels = ["lam=1e-06 C=1 alpha=0.5", "lam=10 C=1 alpha=0.5"]  # the blind twin, the tree
+    assert len(lines) == 2 * 2 * 2 * 2 * 3      # models x seeds x trees x questions x rollouts
+    assert summary["reward_reads_reference"]    # math_verify shaping: best-by-reward is oracle
+    for name, entry in results["models"].items():
         stats = summary["models"][name]
         questions = entry["questions"]
         for q in questions:
-            tree, ref = q["tree"], int(q["reference"])
-            mine = [line for line in lines if line["model"] == name and line["id"] == q["id"]]
-            assert [line["rollout"] for line in mine] == [1, 2, 3, 4]
-            # rewards: the integer in the last \boxed{} equals the reference
-            for line in mine:
-                assert line["correct"] == (integer_in_last_box(line["text"]) == ref)
-                assert line["reward"] == float(line["correct"])
-            assert tree["rewards"] == [line["reward"] for line in mine]
-            assert tree["best_reward"] == max(tree["rewards"])
-            assert tree["best"]["correct"] == (integer_in_last_box(tree["best"]["text"]) == ref)
-            assert tree["best"]["reward"] == tree["best_reward"]
-            assert tree["budget_tokens"] == sum(line["new_tokens"] for line in mine)
-            assert tree["forward_tokens"] == (tree["prompt_tokens"] + tree["nodes"] -
-                                              len(tree["responses"]) + tree["refills"])
-            assert tree["improvement_rate"] == pytest.approx(
-                np.mean([b >= a for a, b in zip(tree["rewards"], tree["rewards"][1:])]))
-            # plain sampling at the tree's budget, recounted
-            samples = q["sampling"]["samples"]
-            lengths = np.cumsum([s["num_tokens"] for s in samples])
-            assert lengths[-1] >= tree["budget_tokens"]
-            n = int(np.searchsorted(lengths, tree["budget_tokens"]) + 1)
-            at = q["sampling"]["at_budget"]
-            assert at["n"] == n
-            assert at["best_of_n_correct"] == any(s["correct"] for s in samples[:n])
-            c = sum(s["correct"] for s in samples)
-            assert at["pass_at_n"] == pytest.approx(pass_at_k(len(samples), c, n))
+            ref = int(q["reference"])
             assert q["greedy"]["correct"] == (integer_in_last_box(q["greedy"]["text"]) == ref)
-        acc = stats["accuracy"]
-        assert acc["tree_best"] == pytest.approx(np.mean([q["tree"]["best"]["correct"]
-                                                          for q in questions]))
-        assert acc["greedy"] == pytest.approx(np.mean([q["greedy"]["correct"] for q in questions]))
-        assert acc["best_of_n"] == pytest.approx(np.mean(
-            [q["sampling"]["at_budget"]["best_of_n_correct"] for q in questions]))
-        run_dir = Path(stats["run_dir"])
-        assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
-        assert (run_dir / "metrics.jsonl").read_text().count("\n") == 3 * 4
-    assert summary["models"]["tiny-arith"]["accuracy"]["tree_best"] > 0, \
-        "tiny-arith should solve some level 1-2 questions within 4 rollouts"
-    for name in ("reward_vs_rollout.png", "accuracy_vs_budget.png"):
-        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            for seed, cell in q["seeds"].items():
+                assert list(cell["trees"]) == labels
+                for label, tree in cell["trees"].items():
+                    mine = [line for line in lines if line["model"] == name and
+                            line["id"] == q["id"] and line["seed"] == int(seed) and
+                            line["setting"] == label]
+                    assert [line["rollout"] for line in mine] == [1, 2, 3]
+                    for line in mine:
+                        assert line["correct"] == (integer_in_last_box(line["text"]) == ref)
+                        assert line["reward"] == pytest.approx(step_share(line["text"]) +
+                                                               line["correct"])
+                    assert tree["budget_tokens"] == sum(line["new_tokens"] for line in mine)
+                    assert tree["best"]["reward"] == max(line["reward"] for line in mine)
+                    assert tree["forward_tokens"] == (tree["prompt_tokens"] + tree["nodes"] -
+                                                      len(tree["responses"]) + tree["refills"])
+                # both sampling controls at the lam=10 tree's budget, recounted
+                tree, samples = cell["trees"][labels[1]], cell["samples"]
+                seen, distinct = set(), []
+                for sample in samples:
+                    ids = sample["token_ids"]
+                    prefixes = {tuple(ids[:i]) for i in range(1, len(ids) + 1)}
+                    distinct.append(len(prefixes - seen))
+                    seen |= prefixes
+                assert [s["new_tokens"] for s in samples] == distinct
+                assert sum(distinct) >= tree["budget_tokens"] or len(samples) == 3 * 4
+                for count in ("num_tokens", "new_tokens"):
+                    used = np.cumsum([s[count] for s in samples])
+                    n = min(int(np.searchsorted(used, tree["budget_tokens"]) + 1), len(samples))
+                    at = metrics.sampling_at_budget(samples, tree["budget_tokens"], count)
+                    assert at["n"] == n
+                    assert at["maj_correct"] == vote_by_integer(samples[:n], [1] * n)
+        # the summary's means and paired differences from the per-question records
+        seeds = ["0", "1"]
+        for label in labels:
+            acc = stats["settings"][label]["accuracy"]
+            trees = [[q["seeds"][s]["trees"][label] for s in seeds] for q in questions]
+            blind = [[q["seeds"][s]["trees"][labels[0]] for s in seeds] for q in questions]
+            best = np.mean([[t["best"]["correct"] for t in row] for row in trees])
+            vote = np.array([[vote_by_integer(t["responses"], [r["visits"] for r in t["responses"]])
+                              for t in row] for row in trees], dtype=float)
+            blind_vote = np.array([[vote_by_integer(t["responses"],
+                                                    [r["visits"] for r in t["responses"]])
+                                    for t in row] for row in blind], dtype=float)
+            assert acc["tree_best"]["mean"] == pytest.approx(best) and acc["tree_best"]["oracle"]
+            assert acc["tree_vote"]["mean"] == pytest.approx(vote.mean())
+            assert not acc["tree_vote"]["oracle"] and acc["tree_any_correct"]["oracle"]
+            assert acc["tree_vote"]["lo"] <= acc["tree_vote"]["mean"] <= acc["tree_vote"]["hi"]
+            diff = stats["settings"][label]["differences"]["tree_vote - blind_vote"]
+            assert diff["mean"] == pytest.approx((vote - blind_vote).mean())
+            rollouts = [r for row in trees for t in row for r in t["rollouts"]]
+            assert stats["settings"][label]["empty_rollout_share"] == pytest.approx(
+                np.mean([r["new_tokens"] == 0 for r in rollouts]))
+        assert stats["greedy"]["mean"] == pytest.approx(np.mean([q["greedy"]["correct"]
+                                                                 for q in questions]))
+    assert (out / "accuracy_vs_lambda.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run_dir = Path(json.loads((out / "run_config.json").read_text())["run_dir"])
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
 
 
 def test_config_errors_name_the_key_and_the_fix(write_config):
@@ -532,3 +576,11 @@ def test_config_errors_name_the_key_and_the_fix(write_config):
         load_config(write_config({"03_tree_search": {"sampling": {"temperature": 0}}}))
     with pytest.raises(ConfigError, match=r"03_tree_search\.selection.*boltzmann, uct"):
         load_config(write_config({"03_tree_search": {"selection": "greedy"}}))
+    with pytest.raises(ConfigError, match=r"03_tree_search\.reward.*'step_check'"):
+        load_config(write_config({"03_tree_search": {"reward": "step_chek"}}))
+    with pytest.raises(ConfigError, match=r"03_tree_search\.lambdas: got -1.*> 0"):
+        load_config(write_config({"03_tree_search": {"lambdas": [1, -1]}}))
+    with pytest.raises(ConfigError, match=r"03_tree_search\.seeds.*each value listed once"):
+        load_config(write_config({"03_tree_search": {"seeds": [0, 0]}}))
+    with pytest.raises(ConfigError, match=r"03_tree_search\.widen_alpha: got 2"):
+        load_config(write_config({"03_tree_search": {"widen_alpha": [0.5, 2]}}))
