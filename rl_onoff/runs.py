@@ -464,7 +464,7 @@ class Grid:
     """A group's runs by the settings that differ between them (the swept keys)."""
     keys: list[str]                            # dotted config keys
     points: list[tuple[list[str], Record]]     # (each key's value as text, the run)
-    hidden: int                                # earlier attempts at a point, not shown
+    hidden: int                                # other attempts at a point, not shown
 
     @property
     def labels(self) -> list[str]:
@@ -508,7 +508,7 @@ def compare_group(args, catalog: Catalog) -> None:
     metrics = (match_metrics(summary_keys, args.metric) if args.metric
                else _union(key_metrics(r) for r in records))
     scripts = ", ".join(dict.fromkeys(r.script for r in records))
-    hidden = f"; {grid.hidden} earlier attempts not shown" if grid.hidden else ""
+    hidden = f"; {grid.hidden} other attempts not shown" if grid.hidden else ""
     print(f"group {args.group}: {len(records)} {scripts} runs{hidden}\n")
     print(table([*grid.labels, "status", "run", *metrics],
                 [[*values, r.status[0], r.path_id, *[r.metrics.get(m) for m in metrics]]
@@ -540,7 +540,8 @@ def grid_axis(grid: Grid, wanted: str | None) -> int:
 
 def plot_grid(grid: Grid, x: int, metrics: list[str], path: Path, title: str) -> None:
     """One panel per metric against the swept key `x`, one line per combination of the other
-    swept keys; bars: the 95% interval where the run recorded one (ci95.<metric>)."""
+    swept keys (coloured by model where a model is swept); bars: the 95% interval where the
+    run recorded one (ci95.<metric>)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -549,6 +550,7 @@ def plot_grid(grid: Grid, x: int, metrics: list[str], path: Path, title: str) ->
     others = [i for i in range(len(labels)) if i != x]
     numeric = all(_value_order(values[x])[0] == 0 for values, _ in grid.points)
     ticks = list(dict.fromkeys(values[x] for values, _ in grid.points))
+    model = next((i for i in others if grid.keys[i].rsplit(".", 1)[-1] == "model"), None)
     lines: dict[str, list[tuple[list[str], Record]]] = {}
     for values, record in grid.points:
         name = ", ".join(f"{labels[i]}={values[i]}" for i in others)
@@ -570,7 +572,8 @@ def plot_grid(grid: Grid, x: int, metrics: list[str], path: Path, title: str) ->
                 low.append(value - record.metrics.get(f"ci95.{metric}.lo", value))
                 high.append(record.metrics.get(f"ci95.{metric}.hi", value) - value)
             if xs:
-                ax.errorbar(xs, ys, yerr=[low, high], label=name or None, capsize=3,
+                color = None if model is None else color_for(points[0][0][model])
+                ax.errorbar(xs, ys, yerr=[low, high], label=name or None, capsize=3, color=color,
                             marker=MARKERS[n % len(MARKERS)], linestyle=DASHES[n % len(DASHES)])
         if not numeric:
             ax.set_xticks(range(len(ticks)), ticks, rotation=20)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rl_onoff import tracking
+from rl_onoff import runs, tracking
 from rl_onoff.colors import PALETTE, color_for
 from rl_onoff.config import REPO_ROOT, TrackingConfig
 from rl_onoff.runs import main
@@ -223,3 +223,89 @@ def test_model_colours_are_stable_and_ignore_where_the_model_came_from():
     assert other_process.stdout.strip() == color_for(name) in PALETTE
     assert color_for("/models/Qwen2.5-Math-1.5B/") == color_for(name)
     assert len({color_for(f"model-{i}") for i in range(30)}) > 3
+
+
+def make_group_run(root: Path, group: str, temperature: float, model: str, acc: float,
+                   status: str = "finished") -> Path:
+    """A run of a sweep: its section holds the swept values and the group, as 00's would."""
+    section = {"model": model, "sampling": {"temperature": temperature}, "num_samples": 4,
+               "output_dir": f"out-sweep/t={temperature},m={model}",
+               "tracking": {"group": group, "name": None}}
+    summary = {**sample_summary(acc), "ci95": {"avg@n": {"lo": acc - 0.1, "hi": acc + 0.05}}}
+    run = tracking.Run("00-sample", model.split("/")[-1], root, {"defaults": {"model": "tiny-arith"},
+                                                  "00_sample": section}, 0, model=model)
+    run.finish(summary=summary if status == "finished" else None, status=status)
+    return run.dir
+
+
+@pytest.fixture
+def sweep_group(tmp_path):
+    """temperature x model; one point failed then finished, another finished then failed;
+    another group."""
+    make_group_run(tmp_path, "g1", 1.0, "tiny-arith", 0.0, status="failed")
+    for temperature, model, acc in ((1.0, "tiny-arith", 0.2), (0.6, "tiny-arith", 0.4),
+                                    (1.0, "Qwen/Qwen3-8B", 0.7), (0.6, "Qwen/Qwen3-8B", 0.9)):
+        make_group_run(tmp_path, "g1", temperature, model, acc)
+    make_group_run(tmp_path, "g1", 0.6, "tiny-arith", 0.0, status="failed")
+    make_group_run(tmp_path, "g2", 0.3, "tiny-arith", 0.1)
+
+
+def test_short_labels_keep_just_enough_of_the_key():
+    assert runs.short_labels(["00_sample.sampling.temperature", "defaults.model"]) == \
+        ["temperature", "model"]
+    assert runs.short_labels(["defaults.seed", "00_sample.seed", "00_sample.task.format"]) == \
+        ["defaults.seed", "00_sample.seed", "task.format"]
+
+
+def test_compare_group_lays_out_the_grid_with_the_swept_keys_as_columns(cli, sweep_group):
+    out = cli("compare", "--group", "g1")
+    assert "group g1: 4 00-sample runs; 2 other attempts not shown" in out
+    lines = out.splitlines()
+    header = next(line.split() for line in lines if line.startswith("model"))
+    assert header == ["model", "temperature", "status", "run", "avg@n", "pass@k.1", "maj@n"]
+    rows = [line.split() for line in lines if line.startswith(("Qwen", "tiny"))]
+    # the keys in the config's order, sorted by their values; at (tiny-arith, 1.0) and
+    # (tiny-arith, 0.6) the finished attempt is shown, not the failed one before or after it
+    assert [(r[0], r[1], r[2], r[4]) for r in rows] == [
+        ("Qwen/Qwen3-8B", "0.6", "finished", "0.9000"), ("Qwen/Qwen3-8B", "1.0", "finished", "0.7000"),
+        ("tiny-arith", "0.6", "finished", "0.4000"), ("tiny-arith", "1.0", "finished", "0.2000")]
+    assert "0.3" not in out   # the other group's run
+
+
+def test_compare_group_plots_a_metric_against_a_swept_value(cli, sweep_group, tmp_path):
+    png = tmp_path / "grid.png"
+    out = cli("compare", "--group", "g1", "--metric", "avg@n", "--plot", str(png))
+    assert f"wrote {png} (avg@n against temperature)" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = cli("compare", "--group", "g1", "--metric", "avg@n", "--plot", str(png), "--x", "model")
+    assert "against model" in out
+
+
+def test_group_plot_lines_hold_each_combinations_values(sweep_group, tmp_path, monkeypatch):
+    """The data handed to matplotlib: x = temperature, one line per model, bars = ci95."""
+    import matplotlib.axes
+    drawn = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar",
+                        lambda self, xs, ys, yerr, label, **kw: drawn.append((label, xs, ys, yerr)))
+    grid = runs.group_grid(runs.Catalog.scan([tmp_path]).of_group("g1"))
+    runs.plot_grid(grid, runs.grid_axis(grid, None), ["avg@n"], tmp_path / "p.png", "t")
+    by_model = {label: (xs, ys, yerr) for label, xs, ys, yerr in drawn}
+    assert by_model["model=Qwen/Qwen3-8B"][:2] == ([0.6, 1.0], [0.9, 0.7])
+    assert by_model["model=tiny-arith"][:2] == ([0.6, 1.0], [0.4, 0.2])
+    low, high = by_model["model=tiny-arith"][2]
+    assert low == pytest.approx([0.1, 0.1]) and high == pytest.approx([0.05, 0.05])
+
+
+def test_compare_group_errors_name_the_fix(cli, sweep_group, capsys):
+    for args, message in ((["--group", "nope"], "no runs in group 'nope'"),
+                          (["--group", "g1", "--plot", "x.png", "--x", "seed"],
+                           "--x seed: not a swept key of the group; swept: model, temperature"),
+                          (["some-run", "--group", "g1"], "give RUNs or --group, not both"),
+                          (["--x", "temperature"], "--x temperature: allowed without --group")):
+        with pytest.raises(SystemExit) as exit_:
+            cli("compare", *args)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err
+        if "nope" in args:
+            assert "groups: g1, g2" in err
