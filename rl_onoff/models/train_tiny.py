@@ -1,6 +1,11 @@
 """Train the bundled `tiny-arith` model on the arith train split.
 
     python -m rl_onoff.models.train_tiny [--out DIR] [--steps 1100] [--seed 0]
+                                         [--hidden 128] [--layers 4]
+
+`--hidden`/`--layers` train siblings of other sizes by the same recipe (FFN 3x the
+width, 4 heads), e.g. for 04-proto's capacity against model size; write them outside
+the package (`--out /tmp/siblings/w64`), never over the bundled weights.
 
 A byte-level BPE tokenizer (digits always single tokens) and a small
 Llama-style causal LM, trained on prompts built exactly as the default task
@@ -57,12 +62,12 @@ def train_tokenizer(records: list[dict]):
                                    model_max_length=512)
 
 
-def build_model(tokenizer):
+def build_model(tokenizer, hidden: int = HIDDEN, layers: int = LAYERS):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=HIDDEN, intermediate_size=FFN,
-        num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=HEADS,
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=FFN * hidden // HIDDEN,
+        num_hidden_layers=layers, num_attention_heads=HEADS, num_key_value_heads=HEADS,
         max_position_embeddings=512, tie_word_embeddings=True,
         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -100,13 +105,14 @@ def lr_at(step: int, total: int) -> float:
     return LR * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(out: Path, steps: int, seed: int, threads: int = 2) -> None:
+def train(out: Path, steps: int, seed: int, threads: int = 2, hidden: int = HIDDEN,
+          layers: int = LAYERS) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     records = arith.generate("train", TRAIN_EXAMPLES, seed=0)
     tokenizer = train_tokenizer(records)
-    model = build_model(tokenizer)
+    model = build_model(tokenizer, hidden, layers)
     data = encode(records, tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"tiny-arith: {n_params / 1e6:.2f}M parameters, vocab {len(tokenizer)}, "
@@ -149,8 +155,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2,
                         help="CPU threads (use 1 when the other core is busy)")
+    parser.add_argument("--hidden", type=int, default=HIDDEN,
+                        help=f"model width (a multiple of {HEADS}, the head count)")
+    parser.add_argument("--layers", type=int, default=LAYERS)
     args = parser.parse_args()
-    train(args.out, args.steps, args.seed, args.threads)
+    if args.hidden % HEADS or args.hidden <= 0 or args.layers <= 0:
+        parser.error(f"--hidden must be a positive multiple of {HEADS}; --layers positive")
+    train(args.out, args.steps, args.seed, args.threads, args.hidden, args.layers)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 from rl_onoff.config import ConfigError, StageConfig, positive
 
@@ -11,37 +11,56 @@ from rl_onoff.config import ConfigError, StageConfig, positive
 @dataclass
 class ProtoConfig(StageConfig):
     """04-proto: learn two input vectors from which the frozen model emits a text in one pass."""
-    model: Optional[str] = None         # null: 00's model (texts from 00) or defaults.model
+    model: str | None = None         # null: 00's model (texts from 00) or defaults.model
+    models: list[str] = field(default_factory=list)  # several models, same texts; []: [model]
     input: str = "exp/00-sample/output"  # 00's output directory or its results.json
     texts: list[str] = field(default_factory=list)  # non-empty: these targets instead of 00's
     select: Literal["correct", "incorrect", "all"] = "correct"  # which of 00's responses
     num_texts: int = 8                  # the first N selected responses (question order)
     per_question: int = 1               # at most this many responses from one question
     tokens: Literal["text", "sampled"] = "text"  # re-tokenise the text, or 00's sampled ids
-    max_tokens: Optional[int] = None    # cut targets to their first N tokens; null: whole
+    max_tokens: int | None = None    # cut targets to their first N tokens; null: whole
     method: Literal["one_step", "mem"] = "one_step"  # mem: the autoregressive [mem] baseline
     arrangement: Literal["e_m", "e_m_alternate", "e_only"] = "e_m"
     share_m: bool = False               # one m for all texts (per-text early stop then off)
-    steps: int = 1000                   # optimiser steps per text (per prefix when sweeping)
+    steps: int = 5000                   # step cap per text (per length when sweeping)
+    patience: int | None = 2000      # stop a text after this many steps without a better
+                                        # (accuracy, loss); null: run to the cap
+    min_delta: float = 1e-4             # a loss drop (nats/token) smaller than this is no gain
     lr: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.9])
     weight_decay: float = 0.01
     lr_schedule: Literal["constant", "cosine"] = "constant"
-    max_grad_norm: Optional[float] = 1.0  # clip each text's gradient; null: no clipping
+    max_grad_norm: float | None = None  # clip each text's gradient; null: none (Kuratov)
     init: Literal["normal", "embedding", "small"] = "embedding"
-    restarts: int = 1                   # random initialisations per text; the best is kept
+    restarts: int = 1                   # independent random starts per text (per length
+                                        # when sweeping); the best is kept
+    control: bool = True                # add one random-token text per target, same length
+    baseline: bool = True               # each text's no-memory accuracy and cross-entropy
     batch_size: int = 64                # texts optimised together
-    sweep: bool = False                 # capacity sweep over prefixes on a sqrt(2) grid
+    sweep: bool = False                 # capacity: sqrt(2) grid of prefixes, then bisection
     sweep_start: int = 4                # shortest prefix of the sweep, in tokens
     log_every: int = 10                 # steps between metric lines in the run record
     map_texts: int = 8                  # texts drawn in the token error map
+    interpolation_points: int = 11      # points on the line between two restarts (0: skip)
     output_dir: str = "exp/04-proto/output"
+
+    NOT_FINGERPRINTED = ("log_every", "map_texts")
 
     def check(self, path: str) -> None:
         StageConfig.check(self, path)
         for key in ("num_texts", "per_question", "steps", "restarts", "batch_size",
                     "sweep_start", "log_every", "map_texts"):
             positive(getattr(self, key), f"{path}.{key}")
+        positive(self.patience, f"{path}.patience", allow_none=True)
+        if self.min_delta < 0:
+            raise ConfigError(f"{path}.min_delta: got {self.min_delta}; allowed: >= 0")
+        if self.interpolation_points < 0 or self.interpolation_points == 1:
+            raise ConfigError(f"{path}.interpolation_points: got {self.interpolation_points}; "
+                              "allowed: 0 (skip) or at least 2")
+        for i, name in enumerate(self.models):
+            if not str(name).strip():
+                raise ConfigError(f"{path}.models[{i}]: empty; allowed: a model name or path")
         positive(self.max_tokens, f"{path}.max_tokens", allow_none=True)
         if self.lr <= 0:
             raise ConfigError(f"{path}.lr: got {self.lr}; allowed: a positive number")

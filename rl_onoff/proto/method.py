@@ -3,9 +3,10 @@
 One-step (Mezentsev & Oseledets 2025): the inputs are N vectors built from e
 and m (default [e, m, m, ..., m]); the frozen model runs once with its causal
 mask and the output at position i predicts target token t_i (no shift).
-[mem] (Kuratov et al. 2025): the inputs are [mem, t_1, ..., t_{N-1}] and the
-output at position i predicts t_i, i.e. ordinary teacher forcing after one
-learned vector; it is the autoregressive baseline. Training and the clean
+[mem] (Kuratov et al. 2025): the inputs are [mem, BOS, t_1, ..., t_{N-1}] (BOS
+where the tokenizer has one, as in their code; else [mem, t_1, ..., t_{N-1}])
+and the output at the position before t_i predicts t_i, i.e. ordinary teacher
+forcing after one learned vector; it is the autoregressive baseline. Training and the clean
 evaluation both build their inputs here, so they cannot drift apart.
 """
 
@@ -44,10 +45,13 @@ def pad_targets(targets: list[list[int]], device) -> tuple[torch.Tensor, torch.T
 
 
 def build_inputs(e: torch.Tensor, m: torch.Tensor | None, ids: torch.Tensor, model,
-                 method: str, arrangement: str) -> torch.Tensor:
-    """Input embeddings (rows x N x d) in the model's dtype from fp32 vectors e, m (rows x d)."""
+                 method: str, arrangement: str, bos: int | None = None) -> torch.Tensor:
+    """Input embeddings in the model's dtype from fp32 vectors e, m (rows x d): rows x N x d,
+    or rows x (N+1) x d for [mem] with a BOS (see `aligned`)."""
     dtype = model.get_input_embeddings().weight.dtype
     if method == "mem":
+        if bos is not None:
+            ids = torch.cat([torch.full_like(ids[:, :1], bos), ids], dim=1)
         tokens = model.get_input_embeddings()(ids[:, :-1])
         return torch.cat([e[:, None, :].to(dtype), tokens], dim=1)
     where_e = e_positions(arrangement, ids.shape[1]).to(e.device)[None, :, None]
@@ -56,8 +60,16 @@ def build_inputs(e: torch.Tensor, m: torch.Tensor | None, ids: torch.Tensor, mod
 
 
 def target_logits(model, inputs: torch.Tensor) -> torch.Tensor:
-    """fp32 logits (rows x N x vocab) of one forward pass over `inputs`."""
+    """fp32 logits (rows x positions x vocab) of one forward pass over `inputs`."""
     return model(inputs_embeds=inputs, use_cache=False).logits.float()
+
+
+def forward(model, e: torch.Tensor, m: torch.Tensor | None, ids: torch.Tensor, method: str,
+            arrangement: str, bos: int | None = None) -> torch.Tensor:
+    """fp32 logits (rows x N x vocab), row i predicting target token i: the one pass that
+    training and the clean evaluation share."""
+    logits = target_logits(model, build_inputs(e, m, ids, model, method, arrangement, bos))
+    return logits[:, 1:] if method == "mem" and bos is not None else logits
 
 
 def row_stats(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> dict:

@@ -3,12 +3,16 @@
 The vectors live in fp32 whatever the model's dtype (an AdamW step of 0.01 on a
 bf16 value near 1 would mostly round away); `method.build_inputs` casts them
 when it builds the inputs. The batch loss is the SUM of per-text mean
-cross-entropies and each text's gradient is clipped on its own, so a text's
-trajectory does not depend on which other texts share its batch (a shared m
-couples them by design). A text whose accuracy reaches 100% leaves the batch;
-every text keeps the parameters of its best step (accuracy, then loss), not
-the last. With a shared m the texts succeed or fail together: the best step
-is the one with the best mean accuracy and the run stops when all are exact.
+cross-entropies and each text's gradient is clipped on its own (when clipping
+is on; Kuratov et al. do not clip, nor do we by default), so a text's trajectory
+does not depend on which other texts share its batch (a shared m couples them by
+design). A text leaves the batch when its accuracy reaches 100%, or on a
+plateau: `patience` steps without a higher accuracy or a loss lower by more than
+`min_delta` (Kuratov et al.: a 5,000-step cap, patience 2,000). Every text keeps
+the parameters of its best step (accuracy, then loss), not the last. With a
+shared m the texts succeed or fail together: the best step is the one with the
+best mean accuracy and the run stops when all are exact or the joint score
+plateaus. A non-finite loss stops the run with a message (no NaN is ever kept).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rl_onoff.proto.method import build_inputs, pad_targets, row_stats, target_logits, uses_m
+from rl_onoff.proto.method import forward, pad_targets, row_stats, uses_m
+from rl_onoff.stage import StageError
 
 CURVES = ("loss", "accuracy", "top5", "grad_norm", "e_norm", "m_norm")
 
@@ -30,18 +35,21 @@ class Settings:
     method: str = "one_step"
     arrangement: str = "e_m"
     share_m: bool = False
-    steps: int = 1000
+    steps: int = 5000
+    patience: int | None = 2000
+    min_delta: float = 1e-4
     lr: float = 0.01
     betas: tuple = (0.9, 0.9)
     weight_decay: float = 0.01
     lr_schedule: str = "constant"
-    max_grad_norm: float | None = 1.0
+    max_grad_norm: float | None = None
     init: str = "embedding"
+    bos: int | None = None      # [mem]'s BOS after the memory vector (None: the tokenizer has none)
 
     @classmethod
-    def from_config(cls, cfg) -> "Settings":
-        return cls(**{k: getattr(cfg, k) for k in cls.__dataclass_fields__ if k != "betas"},
-                   betas=tuple(cfg.betas))
+    def from_config(cls, cfg, bos: int | None = None) -> Settings:
+        return cls(**{k: getattr(cfg, k) for k in cls.__dataclass_fields__
+                      if k not in ("betas", "bos")}, betas=tuple(cfg.betas), bos=bos)
 
     @property
     def with_m(self) -> bool:
@@ -55,6 +63,7 @@ class Result:
     best_accuracy: np.ndarray   # training-time accuracy of the kept parameters
     best_step: np.ndarray       # the step (0-based) they come from
     steps_run: np.ndarray       # steps each text was optimised for
+    stopped: list               # per text why it stopped: exact | plateau | cap
     curves: dict                # name -> (steps x texts) array, NaN after a text stopped
     lr: np.ndarray              # learning rate per step
     grad_norm_shared_m: np.ndarray | None
@@ -83,9 +92,10 @@ def seeded_normal(size: int, std: float, *key) -> torch.Tensor:
     return torch.randn(size, generator=torch.Generator().manual_seed(seed)) * std
 
 
-def initial_vectors(model, settings: Settings, text_ids: list[int], seed: int,
+def initial_vectors(model, settings: Settings, text_ids: list, seed: int,
                     restart: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(e, m) for the texts `text_ids` (their positions in the whole run) under one restart."""
+    """(e, m) for the texts `text_ids` (their positions in the whole run, or any hashable
+    key such as (text, length)) under one restart: independent draws per key."""
     d = model.get_input_embeddings().weight.shape[1]
     std = init_std(model, settings.init)
     e = torch.stack([seeded_normal(d, std, seed, restart, "e", t) for t in text_ids])
@@ -122,6 +132,9 @@ def optimise(model, targets: list[list[int]], e0: torch.Tensor, m0: torch.Tensor
     best_acc = np.full(rows_total, -1.0)
     best_loss = np.full(rows_total, np.inf)
     best_step = np.zeros(rows_total, dtype=np.int64)
+    plateau_loss = np.full(rows_total, np.inf)   # the loss at the last real improvement
+    waited = np.zeros(rows_total, dtype=np.int64)
+    stopped = ["cap"] * rows_total
     steps_run = np.zeros(rows_total, dtype=np.int64)
     curves = {name: np.full((steps, rows_total), np.nan) for name in CURVES}
     last = {"loss": np.zeros(rows_total), "accuracy": np.zeros(rows_total),
@@ -133,12 +146,17 @@ def optimise(model, targets: list[list[int]], e0: torch.Tensor, m0: torch.Tensor
         rows = active.nonzero().squeeze(1)
         width = int(lengths[rows].max())
         row_m = None if m is None else (m if settings.share_m else m[rows])
-        stats = row_stats(target_logits(model, build_inputs(
-            e[rows], row_m, ids[rows, :width], model, settings.method, settings.arrangement)),
-            ids[rows, :width], mask[rows, :width])
+        stats = row_stats(forward(model, e[rows], row_m, ids[rows, :width], settings.method,
+                                  settings.arrangement, settings.bos),
+                          ids[rows, :width], mask[rows, :width])
         idx = rows.cpu().numpy()
         loss = stats["loss"].detach().cpu().numpy()
         acc = stats["accuracy"].cpu().numpy()
+        if not np.isfinite(loss).all():
+            bad = idx[~np.isfinite(loss)].tolist()
+            raise StageError(f"04_proto: the loss became {loss[~np.isfinite(loss)][0]} at step "
+                             f"{step} for text(s) {bad} of this batch; lower `04_proto.lr`, set "
+                             "`04_proto.max_grad_norm` (e.g. 1.0) or run the model in float32")
         for name, value in (("loss", loss), ("accuracy", acc),
                             ("top5", stats["top5"].cpu().numpy()),
                             ("correct", stats["correct"].cpu().numpy())):
@@ -154,20 +172,35 @@ def optimise(model, targets: list[list[int]], e0: torch.Tensor, m0: torch.Tensor
         with torch.no_grad():
             if settings.share_m:     # one joint best: the vectors only work together
                 score = (acc.mean(), -loss.mean())
+                if _improved(acc.mean(), loss.mean(), joint_best[0], plateau_loss[0],
+                             settings.min_delta):
+                    plateau_loss[:], waited[:] = loss.mean(), 0
+                else:
+                    waited += 1
                 if score > joint_best:
                     joint_best = score
                     best_acc[:], best_loss[:], best_step[:] = acc, loss, step
                     best_e.copy_(e)
                     best_m.copy_(m)
-                finished = bool((acc == 1.0).all())
+                done = "exact" if (acc == 1.0).all() else "plateau" if _out_of_patience(
+                    waited[0], settings) else None
+                finished = done is not None
+                if finished:
+                    stopped = [done] * rows_total
             else:
+                real = _improved(acc, loss, best_acc[idx], plateau_loss[idx], settings.min_delta)
+                plateau_loss[idx[real]], waited[idx[real]] = loss[real], 0
+                waited[idx[~real]] += 1
                 better = (acc > best_acc[idx]) | ((acc == best_acc[idx]) & (loss < best_loss[idx]))
                 keep = idx[better]
                 best_acc[keep], best_loss[keep], best_step[keep] = acc[better], loss[better], step
                 best_e[keep] = e[keep]
                 if m is not None:
                     best_m[keep] = m[keep]
-                active[rows[torch.from_numpy(acc == 1.0).to(device)]] = False
+                for i, row in enumerate(idx):
+                    if acc[i] == 1.0 or _out_of_patience(waited[row], settings):
+                        stopped[row] = "exact" if acc[i] == 1.0 else "plateau"
+                        active[rows[i]] = False
                 finished = not bool(active.any())
 
         if not finished:
@@ -202,8 +235,19 @@ def optimise(model, targets: list[list[int]], e0: torch.Tensor, m0: torch.Tensor
     used = step + 1
     return Result(e=best_e.cpu(), m=None if best_m is None else best_m.cpu(),
                   best_accuracy=best_acc, best_step=best_step, steps_run=steps_run,
+                  stopped=stopped,
                   curves={k: v[:used] for k, v in curves.items()}, lr=lrs[:used],
                   grad_norm_shared_m=None if grad_m is None else grad_m[:used])
+
+
+def _improved(acc, loss, best_acc, plateau_loss, min_delta: float):
+    """A real improvement: a higher accuracy than the best so far, or a loss more than
+    `min_delta` below the loss of the last real improvement."""
+    return (acc > best_acc) | (loss < plateau_loss - min_delta)
+
+
+def _out_of_patience(waited: int, settings: Settings) -> bool:
+    return settings.patience is not None and waited >= settings.patience
 
 
 def _clip_per_text(e: torch.Tensor, m: torch.Tensor | None, rows: torch.Tensor,

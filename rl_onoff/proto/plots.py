@@ -30,9 +30,9 @@ def training_curves(curves: dict, lr: np.ndarray, embedding_norm: float, max_gra
               ("accuracy", "top-1 accuracy", False), ("top5", "top-5 accuracy", False),
               ("e_norm", "norm of e (solid), m (dashed)", False),
               ("grad_norm", "gradient norm before clipping", True)]
-    steps = np.arange(len(lr))
     for ax, (name, label, log) in zip(axes.flat, panels):
         values = curves[name]
+        steps = np.arange(len(values))
         ax.plot(steps, values, color="0.6", lw=0.6, alpha=0.6)
         if np.isfinite(values).any():
             ax.plot(steps, _median(values), color=color, lw=2, label=f"{model}: median")
@@ -54,8 +54,8 @@ def training_curves(curves: dict, lr: np.ndarray, embedding_norm: float, max_gra
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
     ax = axes.flat[5]
-    ax.plot(steps, lr, color=color, lw=2)
-    ax.set_title("learning rate")
+    ax.plot(np.arange(len(lr)), lr, color=color, lw=2)
+    ax.set_title("learning rate (one optimisation)")
     ax.set_xlabel(xlabel)
     ax.grid(alpha=0.3)
     fig.suptitle(title)
@@ -73,7 +73,8 @@ def _median(values: np.ndarray) -> np.ndarray:
 
 def _shown(token: str) -> str:
     """A token's text with its whitespace made visible."""
-    return token.replace(" ", "·").replace("\n", "↵").replace("\t", "→") or "∅"
+    shown = token.replace(" ", "·").replace("\n", "↵").replace("\t", "→")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in shown) or "∅"
 
 
 def _layout(pieces: list[str]) -> list[tuple[int, float, float]]:
@@ -135,25 +136,66 @@ def error_map(records: list[dict], tokenizer, title: str, path: Path) -> None:
 
 
 def capacity_plot(records: list[dict], model: str, threshold: float, path: Path) -> None:
-    """Clean accuracy against prefix length for every text and restart of the sweep."""
+    """Clean accuracy against prefix length for every attempt of the capacity search (grid
+    and bisection), one line per text and restart; random-token controls in grey."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     color = color_for(model)
     longest = 1
     for rec in records:
+        tint = "0.55" if rec["kind"] == "random" else color
         for run in rec["restarts"]:
-            lengths = [lv["length"] for lv in run["levels"]]
-            accs = [lv["accuracy"] for lv in run["levels"]]
-            ax.plot(lengths, accs, marker="o", ms=3, lw=0.8, color=color, alpha=0.5)
-            longest = max(longest, *lengths)
+            tried = sorted((lv["length"], lv["accuracy"]) for lv in run["levels"])
+            ax.plot(*zip(*tried), marker="o", ms=3, lw=0.8, color=tint, alpha=0.5)
+            longest = max(longest, tried[-1][0])
+    ax.plot([], [], color=color, label="target texts")
+    if any(rec["kind"] == "random" for rec in records):
+        ax.plot([], [], color="0.55", label="random-token controls")
     ax.axhline(threshold, color="k", ls=":", lw=1, label=f"reconstructed (accuracy >= {threshold})")
     ax.set_xscale("log", base=2)
     ax.set_xlim(right=longest * 1.15)
+    ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("prefix length (tokens)")
     ax.set_ylabel("accuracy of the clean pass")
-    ax.set_title(f"capacity sweep, {model}: one line per text and restart")
+    ax.set_title(f"capacity search, {model}: one line per text and restart (fresh start per length)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    io.save_figure(path, fig)
+    plt.close(fig)
+
+
+def capacity_vs_params(summaries: dict, path: Path) -> None:
+    """Capacity (best restart per text) against parameter count, one column of points per
+    model, the median across texts joined; random-token controls beside them."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    models = sorted(summaries.items(), key=lambda kv: kv[1]["model"]["parameters"])
+    for group, marker, tint, label in (("target", "o", "C0", "target texts"),
+                                       ("random", "s", "0.5", "random-token controls")):
+        xs, medians = [], []
+        for _, summary in models:
+            part = summary if group == "target" else summary.get("random_control")
+            if not part or "capacity" not in part:
+                continue
+            x = summary["model"]["parameters"]
+            caps = part["capacity"]["per_text"]
+            jitter = np.linspace(0.97, 1.03, len(caps)) if len(caps) > 1 else [1.0]
+            ax.scatter(x * np.asarray(jitter), caps, marker=marker, color=tint, alpha=0.5, s=18)
+            xs.append(x)
+            medians.append(np.median(caps))
+        if xs:
+            ax.plot(xs, medians, marker=marker, color=tint, lw=2, ms=8,
+                    label=f"{label}: median over texts")
+    for name, summary in models:
+        ax.annotate(name.rstrip("/").split("/")[-1], (summary["model"]["parameters"], 0),
+                    textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("capacity: longest prefix reconstructed (tokens)")
+    ax.set_title("04-proto capacity against model size (points: texts, best restart)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
     fig.tight_layout()
     io.save_figure(path, fig)
     plt.close(fig)

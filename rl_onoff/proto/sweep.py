@@ -1,22 +1,28 @@
-"""Capacity sweep: the longest prefix of each text that two vectors reconstruct.
+"""Capacity: the longest prefix of each text that two vectors reconstruct, per restart.
 
-Prefix lengths grow on a sqrt(2) grid (start, start*1.41, start*2, ...), ending
-at the text's full length. Each level starts from the vectors that solved the
-previous one (warm start) with a fresh optimiser. A prefix counts as
-reconstructed when the clean evaluation reaches `evaluate.SUCCESS`; a text
-stops at its first failure, so its capacity is the last prefix it passed
-(0 when even the shortest failed).
+Every (text, restart) searches on its own, each attempt from a fresh random start
+(keyed by text, length and restart; no warm start, so restarts are independent).
+Lengths grow on a sqrt(2) grid (start, start*1.41, start*2, ..., the whole text)
+until the first failure, then bisection between the longest length solved and
+the shortest failed narrows the gap to one token. A prefix counts as solved when
+the clean evaluation reaches `evaluate.SUCCESS`. The capacity of a (text,
+restart) is its longest solved length (0 when even length 1 failed); bisection
+assumes that solvability falls with length, which one fresh start per length
+need not obey, so the reported numbers are what the search found, with every
+attempt kept in `attempts`. All pending (text, restart) attempts of a round are
+optimised together in batches (a text's trajectory does not depend on its
+batch-mates; see optimize).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from rl_onoff.proto.evaluate import SUCCESS, evaluate
-from rl_onoff.proto.optimize import Result, Settings, optimise
+from rl_onoff.proto.optimize import Settings, initial_vectors, optimise
 
 
 def sqrt2_grid(start: int, longest: int) -> list[int]:
@@ -33,64 +39,62 @@ def levels_for(length: int, start: int) -> list[int]:
     return sqrt2_grid(min(start, length), length)
 
 
-def capacity_sweep(model, tokenizer, targets: list[list[int]], e0: torch.Tensor,
-                   m0: torch.Tensor | None, settings: Settings, start: int, log=None,
-                   log_every: int = 10, bar=None) -> tuple[Result, list[int], list[list[dict]]]:
-    """(result holding each text's vectors for its longest solved prefix (or its first try),
-    the prefix length those vectors are for, per text the list of levels tried; the last
-    one, when it failed, carries its clean evaluation token by token)."""
-    levels = [levels_for(len(t), start) for t in targets]
-    e, m = e0.clone(), None if m0 is None else m0.clone()
-    kept_e, kept_m = e.clone(), None if m is None else m.clone()
-    kept_len = [lv[0] for lv in levels]
-    tried: list[list[dict]] = [[] for _ in targets]
-    alive = list(range(len(targets)))
-    parts, level = [], 0
-    while alive:
-        prefixes = [targets[r][:levels[r][level]] for r in alive]
-        result = optimise(model, prefixes, e[alive], None if m is None else m[alive], settings,
-                          log=log, log_every=log_every, bar=bar)
-        scores = evaluate(model, tokenizer, prefixes, result.e, result.m, settings.method,
-                          settings.arrangement)
-        e[alive] = result.e
-        if m is not None:
-            m[alive] = result.m
-        parts.append((alive, result))
-        still = []
-        for i, r in enumerate(alive):
-            score = scores[i]
-            tried[r].append({"level": level, "length": score["length"],
-                             "accuracy": score["accuracy"],
-                             "training_accuracy": float(result.best_accuracy[i]),
-                             "steps": int(result.steps_run[i]),
-                             # where the text broke: the clean pass of its first failed level
-                             **({"evaluation": score} if score["accuracy"] < SUCCESS else {})})
-            if score["accuracy"] >= SUCCESS or level == 0:
-                kept_e[r] = result.e[i]
-                if m is not None:
-                    kept_m[r] = result.m[i]
-                kept_len[r] = score["length"]
-            if score["accuracy"] >= SUCCESS and level + 1 < len(levels[r]):
-                still.append(r)
-        alive, level = still, level + 1
-    if bar is not None:  # the bar counted `steps` for every level of the longest text
-        bar.total -= settings.steps * (max(len(lv) for lv in levels) - level)
-        bar.refresh()
-    return _joined(parts, len(targets), kept_e, kept_m), kept_len, tried
+@dataclass
+class Search:
+    """One (text, restart)'s search: the grid walk, then bisection."""
+    grid: list[int]
+    solved: int = 0                   # longest length solved so far
+    failed: int | None = None         # shortest length failed so far
+    attempts: list[dict] = field(default_factory=list)
+    kept: dict | None = None          # vectors and clean score of the longest solved (or first)
+
+    def next_length(self) -> int | None:
+        if self.failed is None:
+            later = [n for n in self.grid if n > self.solved]
+            return later[0] if later else None
+        return None if self.failed - self.solved <= 1 else (self.solved + self.failed) // 2
+
+    def record(self, length: int, score: dict, attempt: dict, vectors: dict) -> None:
+        ok = score["accuracy"] >= SUCCESS
+        self.attempts.append({"length": length, "accuracy": score["accuracy"],
+                              "phase": "grid" if self.failed is None else "bisection", **attempt,
+                              **({} if ok else {"evaluation": score})})
+        if ok:
+            self.solved = length
+        else:
+            self.failed = length
+        if ok or self.kept is None:
+            self.kept = {**vectors, "score": score, **attempt}
 
 
-def _joined(parts: list, rows: int, e: torch.Tensor, m: torch.Tensor | None) -> Result:
-    """One Result over all levels: curves end to end (NaN where a text was not in a level)."""
-    curves, lrs, steps_run = {}, [], np.zeros(rows, dtype=np.int64)
-    for alive, result in parts:
-        used = len(result.lr)
-        for name, values in result.curves.items():
-            block = np.full((used, rows), np.nan)
-            block[:, alive] = values
-            curves.setdefault(name, []).append(block)
-        lrs.append(result.lr)
-        steps_run[alive] += result.steps_run
-    best = np.full(rows, np.nan)   # training accuracy of each kept prefix is in `tried`
-    return Result(e=e, m=m, best_accuracy=best, best_step=np.full(rows, -1), steps_run=steps_run,
-                  curves={k: np.concatenate(v) for k, v in curves.items()},
-                  lr=np.concatenate(lrs), grad_norm_shared_m=None)
+def capacity_search(model, tokenizer, targets: list[list[int]], settings: Settings, seed: int,
+                    restarts: int, start: int, batch_size: int, log=None, log_every: int = 10,
+                    bar=None) -> tuple[list[list[Search]], list]:
+    """(searches[restart][text], rounds as [(rows [(text, restart)], Result)] for the curves)."""
+    searches = [[Search(levels_for(len(t), start)) for t in targets] for _ in range(restarts)]
+    rounds = []
+    while True:
+        pending = [(t, r, n) for r in range(restarts) for t in range(len(targets))
+                   if (n := searches[r][t].next_length()) is not None]
+        if not pending:
+            return searches, rounds
+        for first in range(0, len(pending), batch_size):
+            batch = pending[first:first + batch_size]
+            prefixes = [targets[t][:n] for t, _, n in batch]
+            starts = [initial_vectors(model, settings, [(t, n)], seed, r) for t, r, n in batch]
+            e0 = torch.cat([e for e, _ in starts])
+            m0 = None if starts[0][1] is None else torch.cat([m for _, m in starts])
+            if bar is not None:
+                bar.total += settings.steps
+                bar.refresh()
+            result = optimise(model, prefixes, e0, m0, settings, log=log, log_every=log_every,
+                              bar=bar)
+            scores = evaluate(model, tokenizer, prefixes, result.e, result.m, settings.method,
+                              settings.arrangement, batch_size, settings.bos)
+            for i, ((t, r, n), score) in enumerate(zip(batch, scores)):
+                attempt = {"steps": int(result.steps_run[i]), "best_step": int(result.best_step[i]),
+                           "stopped": result.stopped[i],
+                           "training_accuracy": float(result.best_accuracy[i])}
+                vectors = {"e": result.e[i], "m": None if result.m is None else result.m[i]}
+                searches[r][t].record(n, score, attempt, vectors)
+            rounds.append(([(t, r) for t, r, _ in batch], result))

@@ -10,12 +10,12 @@ Each target records whether they agree (`matches_sampled`).
 
 from __future__ import annotations
 
+import hashlib
+import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from rl_onoff import io
-from rl_onoff.config import ConfigError, ProtoConfig
-from rl_onoff.sampling import resolve_path
+from rl_onoff.config import ConfigError
+from rl_onoff.proto.config import ProtoConfig
 
 SECTION = "04_proto"
 
@@ -25,22 +25,6 @@ class Target:
     text: str                   # the text as given (00's response text, or the YAML string)
     token_ids: list[int]        # what is reconstructed (cut to max_tokens)
     source: dict = field(default_factory=dict)  # where it came from (question id, sample, ...)
-
-
-def results_path(cfg: ProtoConfig) -> Path:
-    """00's results.json from `input` (its output directory or the file itself)."""
-    path = resolve_path(cfg.input)
-    return path / "results.json" if path.is_dir() or path.suffix != ".json" else path
-
-
-def load_samples(cfg: ProtoConfig) -> dict:
-    path = results_path(cfg)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{SECTION}.input: {path} not found. Run `python exp/00-sample.py` first, point "
-            f"`{SECTION}.input` at its output directory, or give the targets as "
-            f"`{SECTION}.texts: [\"...\"]`.")
-    return io.read_json(path)
 
 
 def select_samples(results: dict, cfg: ProtoConfig) -> list[dict]:
@@ -57,7 +41,7 @@ def select_samples(results: dict, cfg: ProtoConfig) -> list[dict]:
                 chosen.append({**sample, "question_id": question["id"], "sample_index": index})
                 taken += 1
     if not chosen:
-        raise ConfigError(f"{SECTION}.select: none of the responses in {results_path(cfg)} is "
+        raise ConfigError(f"{SECTION}.select: none of the responses in {cfg.input} is "
                           f"{cfg.select!r}; set `{SECTION}.select: all`, sample more in 00, or "
                           f"give `{SECTION}.texts`")
     return chosen
@@ -66,7 +50,7 @@ def select_samples(results: dict, cfg: ProtoConfig) -> list[dict]:
 def build_targets(cfg: ProtoConfig, tokenizer, results: dict | None) -> list[Target]:
     """Token-id targets from the YAML texts, or else from 00's `results`."""
     special = set(tokenizer.all_special_ids)
-    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
     targets = []
     if cfg.texts:
         for i, text in enumerate(cfg.texts):
@@ -87,3 +71,17 @@ def build_targets(cfg: ProtoConfig, tokenizer, results: dict | None) -> list[Tar
         raise ConfigError(f"{SECTION}: targets {empty} have no tokens; remove them from "
                           f"`{SECTION}.texts`")
     return targets
+
+
+def random_controls(targets: list[Target], tokenizer, seed: int) -> list[Target]:
+    """Per target, a text of as many tokens drawn uniformly from the non-special vocabulary
+    (seeded by the target's ids): what the vectors hold when the model's prior cannot help."""
+    special = set(tokenizer.all_special_ids)
+    vocab = [i for i in range(len(tokenizer)) if i not in special]
+    out = []
+    for index, target in enumerate(targets):
+        key = hashlib.sha256(repr((seed, target.token_ids)).encode()).hexdigest()
+        rng = random.Random(int(key[:15], 16))
+        ids = [rng.choice(vocab) for _ in target.token_ids]
+        out.append(Target(tokenizer.decode(ids), ids, {"kind": "random", "control_for": index}))
+    return out
