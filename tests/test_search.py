@@ -16,9 +16,9 @@ import torch
 from rl_onoff.config import ConfigError, load_config
 from rl_onoff.search import metrics
 from rl_onoff.search.dts import Settings, iterate
-from rl_onoff.search.tree import (Tree, ancestors, backup, best_terminal, boltzmann_walk, is_full, tokens,
-                                  uct_child, walk_probabilities)
-from rl_onoff.stats import pass_at_k
+from rl_onoff.search.tree import (Tree, ancestors, backup, best_terminal, boltzmann_walk, is_full,
+                                  tokens, uct_child, walk_probabilities)
+from rl_onoff.stage import StageError
 
 # ---------------------------------------------------------------------------
 # A toy "model": 3 tokens + EOS, responses of at most 3 tokens, a fixed p(next | prefix).
@@ -467,7 +467,7 @@ def integer_in_last_box(text: str):
 
 def step_share(text: str) -> float:
     """Share of lines `a op b = c` (integers) that are right, by Python's own arithmetic."""
-    steps = re.findall(r"^\s*(-?\d+) ([-+*]) (-?\d+) = (-?\d+)\s*$", text, re.M)
+    steps = re.findall(r"^\s*(-?\d+) ([-+*]) (-?\d+) = (-?\d+)\s*$", text, re.MULTILINE)
     ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
     return (sum(ops[op](int(a), int(b)) == int(c) for a, op, b, c in steps) / len(steps)
             if steps else 0.0)
@@ -566,6 +566,27 @@ def test_stage_numbers_match_independent_recomputation(write_config, tmp_path, t
     assert (out / "accuracy_vs_lambda.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     run_dir = Path(json.loads((out / "run_config.json").read_text())["run_dir"])
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+    # one run per seed, merged, gives the two-seed run's summary
+    from rl_onoff.search.merge import merge
+
+    parts = []
+    for seed in ("0", "1"):
+        part = tmp_path / f"seed{seed}"
+        part.mkdir()
+        single = json.loads(json.dumps(results))
+        for entry in single["models"].values():
+            for q in entry["questions"]:
+                q["seeds"] = {seed: q["seeds"][seed]}
+        (part / "results.json").write_text(json.dumps(single))
+        (part / "summary.json").write_text(json.dumps({**summary, "seeds": [int(seed)]}))
+        (part / "rollouts.jsonl").write_text("".join(
+            json.dumps(line) + "\n" for line in lines if line["seed"] == int(seed)))
+        parts.append(part)
+    merged = merge(tmp_path / "merged", parts, resamples=200)
+    assert merged["models"] == json.loads(json.dumps(summary["models"]))
+    assert len((tmp_path / "merged" / "rollouts.jsonl").read_text().splitlines()) == len(lines)
+    with pytest.raises(StageError, match="also in an earlier run"):
+        merge(tmp_path / "again", [parts[0], parts[0]], resamples=200)
 
 
 def test_config_errors_name_the_key_and_the_fix(write_config):

@@ -1,10 +1,16 @@
 """Numbers 03-tree-search reports, computed from recorded rewards and token counts only.
 
-Budget. A method's cost is the tokens it sampled from the model: for plain
-sampling the response tokens, for the tree its new nodes plus refill forwards
-(rl_onoff.search.kv). "At budget b" a method has every response it completed
-until its running token count reached b (the one that crosses b included, so
-both methods may overshoot b by at most one response).
+Budget. A method's cost is the tokens it sampled from the model: for the tree its new
+nodes plus refill forwards (rl_onoff.search.kv); for plain sampling either every response
+token, or (prefix-shared sampling, the fair control for a method that shares prefixes)
+only the tokens a sample adds to the trie of the samples before it. "At budget b" a method
+has every response it completed until its running count reached b (the one that crosses b
+included, so either may overshoot b by at most one response).
+
+Reference-free numbers pick a response without the reference answer: the tree's vote over
+its distinct leaves weighted by visits, maj@n of the samples. Oracle numbers (ORACLE) pick
+with it: pass@n and "any leaf correct" always, best-by-reward and the Boltzmann sample when
+the reward reads the reference (math_verify).
 """
 
 from __future__ import annotations

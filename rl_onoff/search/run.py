@@ -51,8 +51,7 @@ def settings_of(cfg: TreeSearchConfig) -> tuple[list[Setting], dict[Setting, Set
 
 
 def _search(stage) -> dict:
-    from rl_onoff.search.intervals import METHOD
-    from rl_onoff.search.rewards import Scorer, uses_reference
+    from rl_onoff.search.rewards import Scorer
     from rl_onoff.stage import context_length
 
     cfg: TreeSearchConfig = stage.cfg
@@ -66,31 +65,43 @@ def _search(stage) -> dict:
     for name in OUTPUTS:
         (out / name).unlink(missing_ok=True)
     grid, blind = settings_of(cfg)
-    reads_reference = uses_reference(cfg.reward, cfg.shaping)
     models = {}
     for name, (model, tokenizer, (kept, _, prompt_ids)) in loaded.items():
         scorer = Scorer(tokenizer, cfg.task, cfg.reward, cfg.shaping, cfg.sampling.max_new_tokens)
         models[name] = run_model(stage, name, model, tokenizer, kept, prompt_ids, scorer, grid,
                                  out)
-    summary = {
-        "questions": {n: len(m["questions"]) for n, m in models.items()},
-        "seeds": cfg.seed_list, "reward": cfg.reward, "shaping": cfg.shaping,
-        "reward_reads_reference": reads_reference,
-        "interval_method": METHOD,
-        "oracle_note": "oracle: the number picks among responses with the reference answer "
-                       "(pass@n, any correct; best and Boltzmann when the reward reads it)",
-        "models": {n: summarize_model(m, grid, blind, reads_reference, cfg.bootstrap)
-                   for n, m in models.items()}}
-    io.write_json(out / "results.json", {
-        "format_version": 2, "dataset": dataclasses.asdict(cfg.dataset),
-        "task": dataclasses.asdict(cfg.task), "models": models})
-    io.write_json(out / "summary.json", summary)
-    plots.accuracy_vs_lambda(summary, grid, out / "accuracy_vs_lambda.png")
+    summary = build_summary(models, grid, blind, cfg.reward, cfg.shaping, cfg.bootstrap)
+    write_outputs(out, {"format_version": 2, "dataset": dataclasses.asdict(cfg.dataset),
+                        "task": dataclasses.asdict(cfg.task), "models": models}, summary, grid)
     stage.run.log_image("accuracy_vs_lambda", out / "accuracy_vs_lambda.png")
-    print(format_table(summary))
-    print(f"wrote {out}/: {', '.join(OUTPUTS)}")
     stage.finish(summary=summary)
     return summary
+
+
+def build_summary(models: dict, grid: list[Setting], blind: dict, reward: str, shaping: dict,
+                  resamples: int) -> dict:
+    """summary.json from the per-question records of every model (all seeds)."""
+    from rl_onoff.search.intervals import METHOD
+    from rl_onoff.search.rewards import uses_reference
+
+    reads_reference = uses_reference(reward, shaping)
+    first = next(iter(models.values()))["questions"][0]
+    return {
+        "questions": {n: len(m["questions"]) for n, m in models.items()},
+        "seeds": [int(s) for s in first["seeds"]], "reward": reward, "shaping": shaping,
+        "reward_reads_reference": reads_reference, "interval_method": METHOD,
+        "oracle_note": "oracle: the number picks among responses with the reference answer "
+                       "(pass@n, any correct; best and Boltzmann when the reward reads it)",
+        "models": {n: summarize_model(m, grid, blind, reads_reference, resamples)
+                   for n, m in models.items()}}
+
+
+def write_outputs(out: Path, results: dict, summary: dict, grid: list[Setting]) -> None:
+    io.write_json(out / "results.json", results)
+    io.write_json(out / "summary.json", summary)
+    plots.accuracy_vs_lambda(summary, grid, out / "accuracy_vs_lambda.png")
+    print(format_table(summary))
+    print(f"wrote {out}/: {', '.join(OUTPUTS)}")
 
 
 def run_model(stage, name, model, tokenizer, records, prompt_ids, scorer, grid, out: Path) -> dict:
