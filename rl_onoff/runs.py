@@ -263,10 +263,9 @@ def _union(key_lists) -> list[str]:
 
 
 def key_metrics(record: Record) -> list[str]:
-    wanted = KEY_METRICS.get(record.script)
-    if wanted:
-        return [k for k in wanted if k in record.metrics]
-    return list(record.metrics)[:LIST_METRICS]
+    """The script's key metrics that the run has, else its first few (05's modes differ)."""
+    wanted = [k for k in KEY_METRICS.get(record.script, ()) if k in record.metrics]
+    return wanted or list(record.metrics)[:LIST_METRICS]
 
 
 def cmd_list(args, catalog: Catalog) -> None:
