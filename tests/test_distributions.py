@@ -18,9 +18,10 @@ import torch
 
 from rl_onoff import io
 from rl_onoff.config import ConfigError, load_config
-from rl_onoff.decoding import SamplingParams
-from rl_onoff.distributions import load_distributions, run_dist
-from rl_onoff.distributions.extract import check_lm_head, extract, plan_batches, top_k_of
+from rl_onoff import decoding
+from rl_onoff.decoding import SamplingParams, sampled_stats, sampling_logits, top_k_of
+from rl_onoff.distributions import gap, load_distributions, run_dist
+from rl_onoff.distributions.extract import check_lm_head, extract, plan_batches
 from rl_onoff.distributions.pipeline import display_strings, with_model
 from rl_onoff.distributions.store import FlatArrays, array_specs
 from rl_onoff.models import load_model
@@ -48,17 +49,18 @@ def model(model_dir):
 def overrides(model_dir, root, **dist) -> list[str]:
     items = [f"defaults.model={model_dir}", f"defaults.tracking.root={root / 'runs'}",
              "defaults.device=cpu", "00_sample.dataset.num_examples=3", "00_sample.num_samples=3",
-             "00_sample.max_new_tokens=12", "00_sample.stop=[' ']",
+             "00_sample.sampling.max_new_tokens=12", "00_sample.sampling.stop=[' ']",
+             "00_sample.task.reward_workers=1",
              f"00_sample.output_dir={root / '00'}", f"01_dist.input={root / '00'}",
              f"01_dist.output_dir={root / '01'}"]
-    items += [f"00_sample.{k}={v}" for k, v in SAMPLING.items()]
+    items += [f"00_sample.sampling.{k}={v}" for k, v in SAMPLING.items()]
     return items + [f"01_dist.{k}={v}" for k, v in dist.items()]
 
 
 @pytest.fixture(scope="module")
 def scored(model_dir, tmp_path_factory):
     """(root, 00's results, 01's summary): one 00 run, scored by 01 with top_k 5."""
-    from rl_onoff.sampling import run_sample
+    from rl_onoff.sample.run import run_sample
 
     root = tmp_path_factory.mktemp("pipeline")
     run_sample(load_config(None, overrides(model_dir, root)))
@@ -95,19 +97,37 @@ def entropy64(z: np.ndarray) -> float:
     return float(-(p[nz] * np.log(p[nz])).sum())
 
 
-def sampled_entropy64(logits: np.ndarray, temperature, top_p, top_k, min_p) -> float:
-    """The sampled distribution's entropy from the definitions: temperature, top-k, top-p, min-p."""
-    z = logits / temperature
+def sampled_logprobs64(logits: np.ndarray, temperature, top_p, top_k, min_p) -> np.ndarray:
+    """Log-probabilities of the sampled distribution from the definitions, by a full sort in
+    float64: temperature, top-k (ties with the k-th kept), top-p (a token stays when the tokens
+    strictly more likely hold less than top_p), min-p; greedy: the first argmax."""
+    z = np.asarray(logits, np.float64)
+    if temperature == 0:
+        out = np.full(len(z), -np.inf)
+        out[np.argmax(z)] = 0.0
+        return out
+    keep = np.ones(len(z), bool)
     if 0 < top_k < len(z):
-        z = np.where(z < np.sort(z)[-top_k], -np.inf, z)
+        keep &= z >= np.sort(z)[-top_k]
     if top_p < 1:
+        p = np.where(keep, softmax64(z / temperature), 0.0)
+        p /= p.sum()
         order = np.argsort(-z, kind="stable")
-        p = softmax64(z[order])
-        z[order[(np.cumsum(p) - p) >= top_p]] = -np.inf
+        values, mass = z[order], np.cumsum(p[order]) - p[order]
+        first = np.searchsorted(-values, -values, side="left")  # each tie group's first place
+        above = np.empty(len(z))
+        above[order] = mass[first]
+        keep &= above < top_p
     if min_p > 0:
-        p = softmax64(z)
-        z = np.where(p < min_p * p.max(), -np.inf, z)
-    return entropy64(z)
+        keep &= z / temperature - (z / temperature).max() >= np.log(min_p)
+    s = np.where(keep, z / temperature, -np.inf)
+    return s - s.max() - np.log(np.exp(s - s.max()).sum())
+
+
+def sampled_entropy64(logits: np.ndarray, *params) -> float:
+    logp = sampled_logprobs64(logits, *params)
+    kept = np.isfinite(logp)
+    return float(-(np.exp(logp[kept]) * logp[kept]).sum())
 
 
 def reference(model, prompt, response) -> np.ndarray:
@@ -142,6 +162,9 @@ def test_statistics_match_an_independent_computation(model, scored):
             expected = sampled_entropy64(row, params.temperature, params.top_p, params.top_k,
                                          params.min_p)
             assert stats["sampled_entropy"][t] == pytest.approx(expected, abs=1e-4)
+            expected = sampled_logprobs64(row, params.temperature, params.top_p, params.top_k,
+                                          params.min_p)[token]
+            assert stats["sampled_logprob"][t] == pytest.approx(expected, abs=1e-4)
     ranks = np.concatenate([s["rank"] for s in got])
     assert (ranks >= 5).any() and (ranks < 5).any()  # both ways of counting the rank ran
 
@@ -174,6 +197,43 @@ def test_blocked_top_k_equals_torch_topk(vocab, k):
     values, ids = top_k_of(tied, k)
     assert torch.equal(values, tied.topk(k, -1).values)
     assert torch.equal(tied.gather(1, ids), values)
+
+
+FILTERS = [SamplingParams(temperature=0), SamplingParams(temperature=0.6),
+           SamplingParams(temperature=0.6, top_p=0.95), SamplingParams(top_p=1e-9),
+           SamplingParams(temperature=1.3, top_p=0.5, top_k=100_000),
+           SamplingParams(temperature=0.7, top_p=0.9, top_k=50, min_p=0.05),
+           SamplingParams(temperature=0.8, top_p=0.99, min_p=0.1),
+           SamplingParams(temperature=0.6, top_k=3)]
+
+
+@pytest.mark.parametrize("params", FILTERS, ids=str)
+def test_filters_equal_a_full_sort(params, monkeypatch):
+    """Block and histogram paths against the full-sort definitions, on peaked and flat rows
+    with ties (logits on a grid of 1/4), a vocabulary that is no multiple of 64 and the real
+    151,936."""
+    calls = []
+    histogram = decoding._histogram_threshold
+    monkeypatch.setattr(decoding, "_histogram_threshold",
+                        lambda *a: calls.append(1) or histogram(*a))
+    gen = torch.Generator().manual_seed(0)
+    for vocab, scale in ((5000, 4.0), (5000, 0.3), (151_936, 0.3)):
+        logits = (torch.randn(4, vocab, generator=gen) * scale * 4).round() / 4
+        targets = torch.randint(0, vocab, (4,), generator=gen)
+        targets[:2] = logits[:2].argmax(-1)
+        entropy, logprob = sampled_stats(logits - logits.amax(-1, keepdim=True), targets,
+                                         params)
+        kept = sampling_logits(logits, params).isfinite()
+        for row in range(4):
+            expected = sampled_logprobs64(logits[row].numpy(), params.temperature,
+                                          params.top_p, params.top_k, params.min_p)
+            np.testing.assert_array_equal(kept[row].numpy(), np.isfinite(expected))
+            assert float(logprob[row]) == pytest.approx(expected[targets[row]], abs=2e-5)
+            assert float(entropy[row]) == pytest.approx(
+                sampled_entropy64(logits[row].numpy(), params.temperature, params.top_p,
+                                  params.top_k, params.min_p), abs=2e-5)
+    if params.top_p in (0.95, 0.99):  # flat rows' nuclei reach past the first block
+        assert calls
 
 
 def test_plan_batches_fits_the_budget_longest_first():
@@ -262,7 +322,9 @@ def test_full_distribution_is_refused_above_the_limit_and_exact_below(model_dir,
     assert not (root / "full" / "distributions.npz").exists()
     run_dist(load_config(None, base))
     full, topk = load_distributions(root / "full"), load_distributions(root / "01")
-    assert full.names == ["token_ids", "entropy", "sampled_entropy", "logprob", "rank", "probs"]
+    assert full.names[:6] == ["token_ids", "entropy", "sampled_entropy", "logprob",
+                              "sampled_logprob", "rank"]
+    assert "probs" in full.names and "topk_ids" not in full.names
     probs = full.array("probs")
     assert probs.shape == (full.meta["num_tokens"], full.meta["vocab_size"])
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
@@ -356,3 +418,98 @@ def test_loader_reads_rows_of_fortran_ordered_arrays(tmp_path):
     sample = load_distributions(tmp_path).sample(0, 1)
     for name, value in values.items():
         np.testing.assert_array_equal(sample[name], value[4:9])
+
+
+# ---------------------------------------------------------------------------
+# the sampler-vs-trainer gap
+
+
+def with_sampler_logprobs(model, results, root, name, shift=None) -> str:
+    """A copy of 00's results whose sampler_logprobs come from a plain unbatched forward pass
+    and the numpy definitions of the filters (plus `shift`, a function of the flat token
+    position, when given); returns the copy's directory."""
+    net, _ = model
+    g = results["generation"]
+    results = {**results, "questions": [dict(q) for q in results["questions"]]}
+    position = 0
+    for question in results["questions"]:
+        question["samples"] = [dict(s) for s in question["samples"]]
+        for sample in question["samples"]:
+            logits = reference(net, question["prompt_token_ids"], sample["token_ids"])
+            values = []
+            for row, token in zip(logits, sample["token_ids"]):
+                value = sampled_logprobs64(row, g["temperature"], g["top_p"], g["top_k"],
+                                           g["min_p"])[token]
+                values.append(float(value + (shift(position) if shift else 0.0)))
+                position += 1
+            sample["sampler_logprobs"] = values
+    io.write_json(root / name / "results.json", results)
+    return str(root / name)
+
+
+def run_gap(model_dir, root, source: str, name: str) -> dict:
+    run_dist(load_config(None, overrides(model_dir, root) + [
+        f"01_dist.input={source}", f"01_dist.output_dir={root / name}"]))
+    return load_distributions(root / name)
+
+
+def test_sampler_gap_is_zero_for_an_independent_sampler_and_moves_by_what_is_planted(
+        model, model_dir, scored):
+    root, results, _ = scored
+    exact = run_gap(model_dir, root, with_sampler_logprobs(model, results, root, "in-exact"),
+                    "gap-exact")
+    first = exact.meta["sampler_gap"]
+    assert first["num_excluded_by_trainer"] == 0
+    assert first["max_abs_delta"] < 1e-4 and first["kl_k3"] < 1e-8
+    assert first["frac_ratio_outside_0.5_2"] == 0
+    assert "sampler_delta" in exact.names  # the loader exposes it, per sample
+    delta = exact.sample(1, 2)["sampler_delta"]
+    assert delta.dtype == np.float32 and len(delta) == len(results["questions"][1]["samples"][2]
+                                                           ["token_ids"])
+    assert (root / "gap-exact" / exact.meta["plots"]["sampler_gap"]).is_file()
+
+    planted = np.log(3)  # 0.1 nats on every token, and log 3 more on the first one
+    moved = run_gap(model_dir, root, with_sampler_logprobs(
+        model, results, root, "in-shifted", lambda i: 0.1 + planted * (i == 0)), "gap-shifted")
+    second, tokens = moved.meta["sampler_gap"], first["num_tokens"]
+    assert second["mean_delta"] - first["mean_delta"] == pytest.approx(
+        0.1 + planted / tokens, abs=1e-5)
+    assert second["max_abs_delta"] == pytest.approx(0.1 + planted, abs=1e-4)
+    assert second["frac_ratio_outside_0.5_2"] == pytest.approx(1 / tokens)
+    r = np.exp(-np.r_[0.1 + planted, np.full(tokens - 1, 0.1)])
+    assert second["kl_k3"] == pytest.approx(np.mean(r - 1 - np.log(r)), abs=1e-4)
+    ratios = second["per_sequence"]["importance_ratio_quantiles"]
+    lengths = [len(s["token_ids"]) for q in results["questions"] for s in q["samples"]]
+    assert ratios["0.99"] == pytest.approx(np.exp(-0.1 * min(lengths)), rel=1e-3)
+    np.testing.assert_allclose(moved.array("sampler_delta") - exact.array("sampler_delta"),
+                               0.1 + planted * (np.arange(tokens) == 0), atol=1e-5)
+
+
+def test_sampler_gap_counts_tokens_the_trainer_drops(model, model_dir, scored):
+    """00's log-probs scored under a narrower transform (top-k 1): the tokens that are not the
+    argmax become impossible for the trainer; counted, never NaN."""
+    root, results, _ = scored
+    source = with_sampler_logprobs(model, results, root, "in-narrow")
+    narrowed = io.read_json(f"{source}/results.json")
+    narrowed["generation"] = {**narrowed["generation"], "top_k": 1}
+    io.write_json(f"{source}/results.json", narrowed)
+    dist = run_gap(model_dir, root, source, "gap-narrow")
+    summary, rank = dist.meta["sampler_gap"], dist.array("rank")
+    assert summary["num_excluded_by_trainer"] == int((rank > 0).sum()) > 0
+    delta = dist.array("sampler_delta")
+    assert np.isposinf(delta[rank > 0]).all() and not np.isnan(delta).any()
+    assert summary["frac_ratio_outside_0.5_2"] >= (rank > 0).mean()
+    assert summary["per_sequence"]["num_with_excluded_token"] > 0
+
+
+def test_gap_summary_from_the_definitions():
+    delta = np.array([0.1, -0.2, np.inf, 0.0, 0.9], np.float32)
+    got = gap.summarize(delta, np.array([2, 3]))
+    finite = np.array([0.1, -0.2, 0.0, 0.9])
+    assert got["mean_delta"] == pytest.approx(finite.mean(), abs=1e-7)
+    assert got["mean_abs_delta"] == pytest.approx(np.abs(finite).mean(), abs=1e-7)
+    assert got["kl_k3"] == pytest.approx(np.mean(np.exp(-finite) - 1 + finite), abs=1e-7)
+    assert got["frac_ratio_outside_0.5_2"] == 2 / 5  # the dropped token and exp(-0.9) < 0.5
+    assert got["per_sequence"]["importance_ratio_quantiles"]["0.01"] == 0.0  # second sequence
+    assert got["per_sequence"]["log_importance_ratio_quantiles"]["0.5"] == pytest.approx(0.1)
+    assert sum(got["histogram"]["counts"]) == 4

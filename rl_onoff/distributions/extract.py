@@ -16,7 +16,7 @@ from typing import Iterator
 
 import torch
 
-from rl_onoff.decoding import SamplingParams, entropy_from_logits, sampling_logits
+from rl_onoff.decoding import SamplingParams, block_width, sampled_stats, top_k_of
 
 # fp32 logits per lm_head call: large enough that the lm_head weight is read once per
 # many rows, small enough that a few chunk-sized temporaries fit beside the model.
@@ -24,7 +24,6 @@ CHUNK_BYTES = 256 << 20
 # On a CPU the statistics then run over a few rows at a time, so that their passes over
 # the vocabulary stay in cache (on an accelerator, more launches would only cost time).
 CPU_STATS_BYTES = 8 << 20
-TOPK_BLOCK = 64
 Sequence = tuple[list[int], list[int]]  # (prompt token ids, response token ids)
 
 
@@ -47,49 +46,44 @@ def token_stats(logits: torch.Tensor, targets: torch.Tensor, params: SamplingPar
                 ) -> dict[str, torch.Tensor]:
     """Statistics of each row of `logits` (rows, vocab; finite; overwritten) at the sampled
     token `targets`: entropy at T=1 and of the distribution `params` samples from (nats), the
-    target's log-probability and rank, and the top-k ids and probabilities (`probs`, the whole
-    distribution, when top_k is None). One softmax pass serves entropy, logprob and top-k.
-    `workspace`, an fp32 buffer of at least this shape, is reused for the exponentials (on a
-    CPU a fresh buffer per call costs as much again in page faults)."""
+    target's log-probability under each and its rank, and the top-k ids and probabilities
+    (`probs`, the whole distribution, when top_k is None). One top-k pass serves the rank,
+    the top-k and the sampling filters; one softmax pass serves entropy, logprob and top-k.
+    `workspace`, fp32 buffers (1 at the default sampling, else 3; each at least this shape),
+    is reused for the exponentials (on a CPU a fresh buffer per call costs as much again in
+    page faults)."""
     logits = logits.float()
+    rows, vocab = logits.shape
     target = logits.gather(-1, targets[:, None])
     identity = params == SamplingParams()
-    sampled = None if identity else entropy_from_logits(sampling_logits(logits, params))
+    width = 0 if identity else block_width(params, vocab)
     if top_k is None:
         rank, top = _count_above(logits, target), logits.amax(-1, keepdim=True)
+        values = top_k_of(logits, width)[0] if width else None
     else:
-        values, ids = top_k_of(logits, min(top_k, logits.shape[-1]))
+        top_k = min(top_k, vocab)
+        values, ids = top_k_of(logits, max(top_k, width))
         rank, top = _rank(logits, target, values), values[:, :1]
     shifted = logits.sub_(top)  # in place (here and below): the chunk is ours; copies cost passes
-    exp = shifted.exp() if workspace is None else torch.exp(shifted, out=workspace[:len(logits)])
+    if not identity:  # before the T=1 pass below, which overwrites `shifted`
+        sampled_entropy, sampled_logprob = sampled_stats(
+            shifted, targets, params, None if values is None else values - top,
+            None if workspace is None else workspace[1:])
+    exp = (shifted.exp() if workspace is None
+           else torch.exp(shifted, out=workspace[0].view(-1)[:rows * vocab].view(rows, vocab)))
     total = exp.sum(-1, keepdim=True)
     log_z = total.log()
     entropy = log_z[:, 0] - shifted.mul_(exp).sum(-1) / total[:, 0]  # log Z - E_p[shifted]
-    stats = {"entropy": entropy, "sampled_entropy": entropy if identity else sampled,
-             "logprob": (target - top - log_z)[:, 0], "rank": rank}
+    logprob = (target - top - log_z)[:, 0]
+    stats = {"entropy": entropy, "sampled_entropy": entropy if identity else sampled_entropy,
+             "logprob": logprob, "sampled_logprob": logprob if identity else sampled_logprob,
+             "rank": rank}
     if top_k is None:
         stats["probs"] = exp / total
     else:
-        stats["topk_ids"], stats["topk_probs"] = ids, (values - top - log_z).exp()
+        stats["topk_ids"] = ids[:, :top_k]
+        stats["topk_probs"] = (values[:, :top_k] - top - log_z).exp()
     return stats
-
-
-def top_k_of(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch.topk over the vocabulary, in two small steps: the k largest logits lie in the k
-    blocks (of TOPK_BLOCK logits) with the largest maxima, since a logit outside those blocks
-    has k block maxima at or above it. Several times faster than one topk over 150k entries
-    on a CPU; ties may come out in another order."""
-    rows, vocab = logits.shape
-    blocks = vocab // TOPK_BLOCK
-    if blocks <= k:
-        return logits.topk(k, -1)
-    head = logits[:, :blocks * TOPK_BLOCK].view(rows, blocks, TOPK_BLOCK)
-    best = head.amax(-1).topk(k, -1).indices
-    offsets = torch.arange(TOPK_BLOCK, device=logits.device)
-    tail = torch.arange(blocks * TOPK_BLOCK, vocab, device=logits.device).expand(rows, -1)
-    ids = torch.cat([(best[..., None] * TOPK_BLOCK + offsets).flatten(1), tail], 1)
-    values, where = logits.gather(1, ids).topk(k, -1)
-    return values, ids.gather(1, where)
 
 
 def _rank(logits: torch.Tensor, target: torch.Tensor, top_values: torch.Tensor) -> torch.Tensor:
@@ -154,7 +148,8 @@ def extract(model, sequences: list[Sequence], params: SamplingParams, top_k: int
 @torch.inference_mode()
 def _chunks(lm_head, hidden, targets, params, top_k, rows) -> Iterator[tuple[int, dict]]:
     head_rows, stats_rows = rows
-    workspace = torch.empty((min(stats_rows, len(targets)), lm_head.weight.shape[0]),
+    workspace = torch.empty((1 if params == SamplingParams() else 3,
+                             min(stats_rows, len(targets)), lm_head.weight.shape[0]),
                             device=hidden.device)
     for start in range(0, len(targets), head_rows):
         logits = lm_head(hidden[start:start + head_rows])

@@ -16,7 +16,7 @@ import numpy as np
 
 from rl_onoff import io
 from rl_onoff.config import Config, ConfigError, DistConfig
-from rl_onoff.distributions import store, summary
+from rl_onoff.distributions import gap, store, summary
 from rl_onoff.sampling import resolve_path
 
 SECTION = "01_dist"
@@ -103,7 +103,8 @@ def run_dist(config: Config) -> dict:
     if cfg.model != results["model"]["name"]:
         print(f"01-dist: scoring {results['model']['name']}'s samples under {cfg.model}")
     lengths = np.array([len(r) for _, r in sequences])
-    specs = store.array_specs(int(lengths.sum()), cfg.top_k, vocab_size)
+    sampler = gap.sampler_logprobs(results, index, results_path)
+    specs = store.array_specs(int(lengths.sum()), cfg.top_k, vocab_size, sampler is not None)
     check_size(specs, cfg, vocab_size)
     check_lm_head(model, min(sequences, key=lambda seq: len(seq[0]) + len(seq[1])))
     g = results["generation"]
@@ -122,10 +123,16 @@ def run_dist(config: Config) -> dict:
                                             flat["token_ids"], lengths, rewards, strings,
                                             cfg.forking_quantile, cfg.forking_tokens)
             questions = _questions(results, index, lengths, flat, cfg.high_entropy_top)
+            sampler_gap = None
+            if sampler is not None:
+                flat["sampler_delta"][:] = gap.deltas(sampler, flat["sampled_logprob"])
+                sampler_gap = gap.summarize(flat["sampler_delta"], lengths)
             arrays.save(out / store.NPZ_NAME)
         run_summary.update(seconds=seconds, tokens_per_s=int(lengths.sum()) / seconds)
         title = f"{cfg.model} on {results['dataset']['name']}/{results['dataset']['split']}"
         plots = summary.plot(run_summary, out, title)
+        if sampler_gap is not None:
+            plots["sampler_gap"] = gap.plot(sampler_gap, out / "sampler_gap.png", title)
         io.write_json(out / store.JSON_NAME, {
             "format_version": FORMAT_VERSION, "input": str(results_path), "model": model_info,
             "sampled_by": results["model"], "dataset": results["dataset"], "task": results["task"],
@@ -135,13 +142,16 @@ def run_dist(config: Config) -> dict:
             "num_tokens": int(lengths.sum()), "vocab_size": vocab_size,
             "arrays": {name: {"dtype": str(dtype), "shape": list(shape)}
                        for name, (dtype, shape) in specs.items()},
-            "summary": run_summary, "plots": {name: path.name for name, path in plots.items()},
+            "summary": run_summary, "sampler_gap": sampler_gap,
+            "plots": {name: path.name for name, path in plots.items()},
             "questions": questions, "token_strings": {str(i): s for i, s in strings.items()}})
         for name, path in plots.items():
             run.log_image(name, path)
         print(f"01-dist: mean entropy {run_summary['mean_entropy']:.4f} nats (sampled "
               f"distribution {run_summary['mean_sampled_entropy']:.4f}); "
               f"{run_summary['tokens_per_s']:.0f} tokens/s")
+        if sampler_gap is not None:
+            print(f"01-dist: sampler vs trainer: {gap.headline(sampler_gap)}")
         print(f"wrote {out / store.JSON_NAME}, {out / store.NPZ_NAME} and {len(plots)} plots")
         run.finish(summary={k: v for k, v in run_summary.items() if not isinstance(v, dict)})
     return run_summary

@@ -8,10 +8,18 @@ order; `distributions.json` gives each sample's `start` and `length` in them:
     entropy          (T,)    float32  entropy at T=1 of the full next-token distribution, nats
     sampled_entropy  (T,)    float32  entropy of the distribution 00 sampled from
     logprob          (T,)    float32  log-probability of the sampled token at T=1
+    sampled_logprob  (T,)    float32  its log-probability under the distribution 00 sampled
+                                      from; -inf where that distribution's filters drop it
     rank             (T,)    int32    logits strictly above the sampled token's (0: the argmax)
     topk_ids         (T, k)  int32    the k most likely tokens, most likely first
     topk_probs       (T, k)  float32  their probabilities at T=1
     probs            (T, V)  float32  instead of topk_*, when top_k is null: the whole distribution
+    sampler_delta    (T,)    float32  only where 00 stored sampler_logprobs: log pi_sampler -
+                                      log pi_trainer of the sampled token, both under 00's
+                                      sampling transform (sampler: 00's log-prob as drawn;
+                                      trainer: sampled_logprob); +inf where the trainer's filters
+                                      drop the token. Run summary: `sampler_gap` in the JSON
+                                      (rl_onoff.distributions.gap)
 
 Because the members are stored, not compressed, each is a plain .npy at a fixed
 offset inside the zip: the loader reads its header once, then reads a sample's
@@ -34,12 +42,15 @@ from rl_onoff import io
 
 JSON_NAME, NPZ_NAME = "distributions.json", "distributions.npz"
 TOKEN_ARRAYS = {"token_ids": np.int32, "entropy": np.float32, "sampled_entropy": np.float32,
-                "logprob": np.float32, "rank": np.int32}
+                "logprob": np.float32, "sampled_logprob": np.float32, "rank": np.int32}
 
 
-def array_specs(num_tokens: int, top_k: int | None, vocab_size: int) -> dict[str, tuple]:
+def array_specs(num_tokens: int, top_k: int | None, vocab_size: int,
+                sampler_gap: bool = False) -> dict[str, tuple]:
     """name -> (dtype, shape) of every array the NPZ will hold."""
     specs = {name: (np.dtype(dtype), (num_tokens,)) for name, dtype in TOKEN_ARRAYS.items()}
+    if sampler_gap:
+        specs["sampler_delta"] = (np.dtype(np.float32), (num_tokens,))
     if top_k is None:
         specs["probs"] = (np.dtype(np.float32), (num_tokens, vocab_size))
     else:
