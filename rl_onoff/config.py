@@ -379,18 +379,36 @@ def read_yaml(path: Path) -> dict:
     return raw
 
 
+def _with_bases(path: Path, seen: tuple = ()) -> list[tuple[Path, dict]]:
+    """A config file preceded by the files its `extends:` key names (relative to it), so a
+    recipe of a few lines can build on the default YAML."""
+    if path in seen:
+        raise ConfigError(f"{path}: `extends` loops back to itself through {seen[-1]}")
+    raw = read_yaml(path)
+    bases = raw.pop("extends", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: extends: expected a file name or a list of them, got {bases!r}")
+    out = [item for base in bases
+           for item in _with_bases((path.parent / base).expanduser().resolve(), (*seen, path))]
+    return out + [(path, raw)]
+
+
 def load_config(paths: str | Path | Iterable[str | Path] | None = None,
                 overrides: Iterable[str] = (), section: str | None = None) -> Config:
-    """Read and merge the config files (later ones override earlier ones), apply `overrides`,
-    validate `defaults` and `section` (every section when None)."""
+    """Read and merge the config files (each after the files it `extends`; later ones override
+    earlier ones), apply `overrides`, validate `defaults` and `section` (every section when
+    None). Relative paths resolve against the first file's folder."""
     if paths is None:
         paths = [default_config_path()]
     elif isinstance(paths, (str, Path)):
         paths = [paths]
     paths = [Path(p).expanduser().resolve() for p in paths] or [default_config_path()]
+    files = [(path, data) for given in paths for path, data in _with_bases(given)]
+    paths = list(dict.fromkeys(path for path, _ in files))
     raw: dict = {}
-    for path in paths:
-        raw = _merge(raw, read_yaml(path))
+    for _, data in files:
+        raw = _merge(raw, data)
     for text in overrides:
         apply_override(raw, *parse_override(text))
     known = ["defaults", *SECTIONS]

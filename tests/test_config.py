@@ -144,3 +144,17 @@ def test_relative_paths_resolve_against_the_config_files_folder(tmp_path):
     cfg = load_config(folder / "my.yaml")
     assert cfg.resolve(cfg["00_sample"].output_dir) == folder / "out" / "00"
     assert cfg.resolve("/abs/x") == Path("/abs/x")
+
+
+def test_a_file_extends_another_and_paths_start_at_the_base(tmp_path):
+    (tmp_path / "base.yaml").write_text("00_sample:\n  num_samples: 3\n  output_dir: out\n")
+    (tmp_path / "recipes").mkdir()
+    recipe = tmp_path / "recipes" / "r.yaml"
+    recipe.write_text("extends: ../base.yaml\n00_sample:\n  sampling: {temperature: 0.5}\n")
+    cfg = load_config(recipe, section="00_sample")
+    s = cfg["00_sample"]
+    assert (s.num_samples, s.sampling.temperature) == (3, 0.5)
+    assert cfg.resolve(s.output_dir) == tmp_path / "out"
+    recipe.write_text("extends: r.yaml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(recipe)

@@ -1,4 +1,4 @@
-"""recipes/*.yaml load over the default YAML and validate (they are not run: real models)."""
+"""recipes/*.yaml extend the default YAML and validate (they are not run: real models)."""
 
 from __future__ import annotations
 
@@ -28,11 +28,14 @@ def test_a_recipe_validates_over_the_default_yaml(path):
     text = path.read_text()
     assert text.startswith("# ") and len(text.splitlines()) <= 15   # says what it is for; short
     raw = yaml.safe_load(text)
+    assert raw.pop("extends") == "../experiment_config.yaml"      # one --config flag suffices
     for section in raw:
         if section != "defaults":
-            load_config([DEFAULT, path], section=section)     # raises on a bad key or value
+            load_config(path, section=section)                 # raises on a bad key or value
+            assert load_config(path, section=section)[section] == \
+                load_config([DEFAULT, path], section=section)[section]
     model, dataset, extra = EXPECTED[path.name]
-    config = load_config([DEFAULT, path], section="00_sample")
+    config = load_config(path, section="00_sample")
     sample = config["00_sample"]
     assert sample.model == model and sample.dataset.name == dataset
     assert sample.dataset.split in BENCHMARKS[dataset].splits
@@ -43,9 +46,9 @@ def test_a_recipe_validates_over_the_default_yaml(path):
     # 00 and 01 of the same recipe write
     assert config.base_dir == REPO_ROOT
     if "01_dist" in raw:
-        assert load_config([DEFAULT, path], section="01_dist")["01_dist"].input == sample.output_dir
+        assert load_config(path, section="01_dist")["01_dist"].input == sample.output_dir
         assert sample.output_dir != "exp/00-sample/output"
     if "02_visualize" in raw:
-        both = load_config([DEFAULT, path], section="02_visualize")
+        both = load_config(path, section="02_visualize")
         assert both["02_visualize"].input == load_config(
-            [DEFAULT, path], section="01_dist")["01_dist"].output_dir
+            path, section="01_dist")["01_dist"].output_dir
