@@ -225,7 +225,7 @@ def where_it_broke(record: dict) -> dict:
         return record
     note = f"exact up to {record['capacity']} tokens; " if record["capacity"] else ""
     return {**min(failed, key=lambda lv: lv["length"])["evaluation"], "index": record["index"],
-            "full_length": record["full_length"], "note": note}
+            "kind": record["kind"], "full_length": record["full_length"], "note": note}
 
 
 def text_records(targets, tries, chosen, cfg: ProtoConfig) -> list[dict]:

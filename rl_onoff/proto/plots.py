@@ -111,7 +111,8 @@ def error_map(records: list[dict], tokenizer, title: str, path: Path) -> None:
         error = "no error" if rec["first_error"] is None else f"first error at {rec['first_error']}"
         part = (f"its first {rec['length']} of {rec['full_length']} tokens, "
                 if rec["length"] < rec["full_length"] else "")
-        ax.text(0, top + 0.6, f"text {rec['index']}: {rec.get('note', '')}{part}"
+        kind = " (random-token control)" if rec.get("kind") == "random" else ""
+        ax.text(0, top + 0.6, f"text {rec['index']}{kind}: {rec.get('note', '')}{part}"
                 f"{rec['correct']}/{rec['length']} "
                 f"right ({rec['status']}), {error}", fontsize=9, weight="bold", va="center")
         for piece, (row, x, width), prob, pred, target in zip(
