@@ -144,16 +144,22 @@ def linearity(lrs, true, first, tolerance: float = 0.1) -> dict:
             "precision_floor_below_lr": float(eta[lo]) if linear and lo > 0 else None}
 
 
-def z_summary(z, alpha: float = 0.01) -> dict:
-    """Are z-scores N(0, 1)? Their mean should be 0 (SE 1/sqrt(n): no bias) and their SD 1
-    (SE about 1/sqrt(2(n-1)): the standard errors are calibrated)."""
+def z_summary(z, alpha: float = 0.01, expected_sd: float = 1.0) -> dict:
+    """Are z-scores N(0, 1)? Their mean should be 0 (SE 1/sqrt(n): no bias) and their SD
+    `expected_sd` (SE about that/sqrt(2(n-1)): the standard errors are calibrated). A mean over
+    m items divided by its own estimated SE is Student-t: expected SD sqrt((m-1)/(m-3))."""
     x = np.asarray(z, dtype=float)
     n = len(x)
     if n < 3:
         raise ValueError("a z summary needs at least 3 runs")
     mean, sd = float(x.mean()), float(x.std(ddof=1))
-    se_sd = 1.0 / math.sqrt(2 * (n - 1))
-    p_mean = p_two_sided(mean * math.sqrt(n))
-    return {"runs": n, "mean": mean, "se_mean": 1.0 / math.sqrt(n), "p_mean": p_mean,
-            "sd": sd, "se_sd": se_sd, "unbiased": bool(p_mean >= alpha),
-            "calibrated": bool(p_two_sided((sd - 1) / se_sd) >= alpha)}
+    se_sd = expected_sd / math.sqrt(2 * (n - 1))
+    p_mean = p_two_sided(mean * math.sqrt(n) / expected_sd)
+    return {"runs": n, "mean": mean, "se_mean": expected_sd / math.sqrt(n), "p_mean": p_mean,
+            "sd": sd, "expected_sd": expected_sd, "se_sd": se_sd, "unbiased": bool(p_mean >= alpha),
+            "calibrated": bool(p_two_sided((sd - expected_sd) / se_sd) >= alpha)}
+
+
+def student_sd(items: int) -> float:
+    """SD of a t variable with items - 1 degrees of freedom (inf below 4 items)."""
+    return math.sqrt((items - 1) / (items - 3)) if items > 3 else float("inf")

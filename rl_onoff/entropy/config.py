@@ -75,7 +75,10 @@ class EntropyConfig(StageConfig):
     share_batches: bool = False         # true: E is the U batch (biased; shows what the tests catch)
     reward: str = "math_verify"         # r(y) of the U batch: a name in rl_onoff.rewards or module:function
     min_ess_share: float = 0.5          # flag E' importance weights with ESS / G below this
-    advantage_std: bool = False         # divide A = r - mean(r) by the group's std (GRPO)
+    advantage: Literal["std", "none", "rloo"] = "std"   # GRPO | Dr. GRPO (r - mean r) | RLOO
+    loss_aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
+                              "seq-mean-token-sum-norm"] = "token-mean"   # verl's loss_agg_mode
+    entropy_coef: float = 0.0           # entropy bonus: + coef x the aggregated token entropy
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = 1e-6                    # eta of the step
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -88,6 +91,12 @@ class EntropyConfig(StageConfig):
     exact: EntropyExactConfig = field(default_factory=EntropyExactConfig)
     debug: EntropyDebugConfig = field(default_factory=EntropyDebugConfig)
     output_dir: str = "exp/05-entropy/output"
+
+    def objective(self):
+        from rl_onoff.entropy.objective import Objective
+
+        return Objective(self.advantage, self.loss_aggregation, self.entropy_coef,
+                         self.sampling.max_new_tokens)
 
     def check(self, path: str) -> None:
         import importlib.util
@@ -106,6 +115,8 @@ class EntropyConfig(StageConfig):
             raise ConfigError(f"{path}.sampling: the probe's policy is softmax(logits / T) with "
                               "T > 0 and no top_p/top_k/min_p/stop (its entropy and gradient "
                               "are exact only then); set temperature > 0 and leave the filters off")
+        if self.entropy_coef < 0:
+            raise ConfigError(f"{path}.entropy_coef: got {self.entropy_coef}; allowed: >= 0")
         for key in ("lr", "eps"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{path}.{key}: got {getattr(self, key)}; allowed: a positive number")

@@ -1,4 +1,4 @@
-"""The estimators: entropy on an E batch, its gradient, and the policy gradient on a U batch.
+"""The estimators: entropy on an E batch and its gradient (the U batch's step: objective.py).
 
 Entropy of a prompt's response distribution, three kinds (the reported KINDS):
 
@@ -101,32 +101,6 @@ def entropy_change(terms: TokenTerms, anchor: Anchor) -> dict[str, torch.Tensor]
     return {k: (excess * (f[k] - anchor.baseline[k]) + (f[k] - anchor.f[k])).mean() for k in PARTS}
 
 
-def advantages(rewards, divide_by_std: bool = False, eps: float = 1e-6) -> torch.Tensor:
-    """Group-relative advantages A = r - mean(r) (Dr.GRPO), optionally / (std + eps) (GRPO)."""
-    r = torch.as_tensor(rewards, dtype=torch.float64)
-    a = r - r.mean()
-    if divide_by_std:
-        a = a / (r.std() + eps) if len(r) > 1 else a
-    return a
-
-
-def pg_surrogate(terms: TokenTerms, adv: torch.Tensor) -> torch.Tensor:
-    """mean_i A_i log pi(y_i): its gradient is the group's policy gradient."""
-    return (adv.to(terms.logp) * terms.seq_logp).mean()
-
-
-def policy_gradients(model, groups: list[Group], params, temperature: float,
-                     divide_by_std: bool):
-    """Yield each U group's policy gradient as one flat vector (one backward per group)."""
-    for group in groups:
-        adv = advantages(group.rewards, divide_by_std)
-        if not bool(adv.abs().gt(0).any()):   # equal rewards: no signal, skip the forward pass
-            yield flat([None] * len(params), params)
-            continue
-        loss = pg_surrogate(token_terms(model, group, temperature), adv)
-        yield flat(torch.autograd.grad(loss, params, allow_unused=True), params)
-
-
 def entropy_gradients(model, groups: list[Group], params, temperature: float):
     """Yield (anchor, {part: flat grad of the change at theta_0}) per E group."""
     for group in groups:
@@ -149,14 +123,19 @@ def anchors_at(model, groups: list[Group], temperature: float) -> list[Anchor]:
 
 @torch.no_grad()
 def entropy_changes(model, groups: list[Group], anchors: list[Anchor],
-                    temperature: float) -> tuple[dict[str, list[float]], list[float]]:
-    """Per group, the importance-weighted change of each part at the model's current weights,
-    and the effective sample share of the group's importance weights."""
-    out, ess = {k: [] for k in PARTS}, []
+                    temperature: float) -> tuple[dict[str, list[float]], list[float], list[float]]:
+    """Per group: the importance-weighted change of each part at the model's current weights,
+    the effective sample share of its importance weights, and Cov_i(log pi_0(y_i), Delta log
+    pi(y_i)) (Cui et al.'s covariance with the real step's change of log-probability:
+    -Cov is the sequence entropy's first-order change)."""
+    out, ess, cov = {k: [] for k in PARTS}, [], []
     for group, anchor in zip(groups, anchors):
         terms = token_terms(model, group, temperature)
         change = entropy_change(terms, anchor)
         for part in PARTS:
             out[part].append(float(change[part]))
-        ess.append(ess_share(terms.seq_logp - anchor.seq_logp))
-    return out, ess
+        log_w = terms.seq_logp - anchor.seq_logp
+        ess.append(ess_share(log_w))
+        x = anchor.seq_logp
+        cov.append(float(((x - x.mean()) * (log_w - log_w.mean())).sum() / (len(x) - 1)))
+    return out, ess, cov

@@ -16,6 +16,7 @@ grad H . Dtheta are the truths. Over the runs:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -88,7 +89,8 @@ def run_exact(cfg, progress: bool = True) -> dict:
     params = trainable(policy)
     updater = Updater(params, OptimizerSpec(cfg.optimizer, tuple(cfg.betas), cfg.eps,
                                             cfg.weight_decay))
-    settings = ProbeSettings(lr=c.lr, advantage_std=cfg.advantage_std,
+    objective = dataclasses.replace(cfg.objective(), max_new_tokens=c.max_length)
+    settings = ProbeSettings(lr=c.lr, objective=objective,
                              min_ess_share=cfg.min_ess_share)
     z = policy.z.detach().clone().requires_grad_(True)
     exact_h = enum.entropies(z)
@@ -124,22 +126,23 @@ def run_exact(cfg, progress: bool = True) -> dict:
             "ess_min_share": result["held_out"]["ess"]["min_share"]})
     if len(rows) < 3:
         raise RuntimeError(f"exact: only {len(rows)} of {c.runs} runs had a reward signal in U")
-    kinds = {kind: summarise_kind([row[kind] for row in rows], c.alpha) for kind in KINDS}
+    kinds = {kind: summarise_kind([row[kind] for row in rows], c.alpha, c.batch_e) for kind in KINDS}
     return {"runs": rows, "skipped_no_signal": skipped, "policy": {
         "vocab": c.vocab, "max_length": c.max_length, "responses": len(enum.responses),
         "entropy": {k: float(v.detach()) for k, v in exact_h.items()}}, "lr": c.lr, "alpha": c.alpha,
         "kinds": kinds}
 
 
-def summarise_kind(rows: list[dict], alpha: float) -> dict:
+def summarise_kind(rows: list[dict], alpha: float, prompts: int) -> dict:
     """Bias and calibration of delta-H1 against the exact first-order change (SE_total against
     the spread of delta-H1 over runs, U and E both fresh); the held-out
-    truth against the exact change; how far the linearisation check and the exact change sit
+    truth against the exact change (z over `prompts` prompts: Student-t, SD sqrt((m-1)/(m-3))); how far the linearisation check and the exact change sit
     from delta-H1 (the first shares E's noise, so it always looks close)."""
     get = {k: np.array([row[k] for row in rows]) for k in rows[0]}
     first, fo, change = get["delta_h1"], get["exact_first_order"], get["exact_change"]
-    bias = analysis.z_summary((first - fo) / get["se_cond"], alpha)
-    held = analysis.z_summary((get["held_out"] - change) / get["held_out_se"], alpha)
+    t_sd = analysis.student_sd(prompts)
+    bias = analysis.z_summary((first - fo) / get["se_cond"], alpha, t_sd)
+    held = analysis.z_summary((get["held_out"] - change) / get["held_out_se"], alpha, t_sd)
     gap, gap_se = analysis.mean_se(first - fo)
     scale = float(np.mean(np.abs(fo)))
     entry = {
@@ -160,9 +163,10 @@ def summarise_kind(rows: list[dict], alpha: float) -> dict:
         f"change (bias {entry['relative_bias']:+.1%} +- {entry['se_relative_bias']:.1%}, mean z "
         f"{bias['mean']:+.2f} +- {bias['se_mean']:.2f}); SE_cond "
         f"{'calibrated' if bias['calibrated'] else 'MISCALIBRATED'} (SD z {bias['sd']:.2f} +- "
-        f"{bias['se_sd']:.2f}); held-out truth {'agrees with' if held['unbiased'] else 'DIFFERS from'}"
+        f"{bias['se_sd']:.2f}, t reference {t_sd:.2f}); held-out truth {'agrees with' if held['unbiased'] else 'DIFFERS from'}"
         f" the exact change (mean z {held['mean']:+.2f}, SD {held['sd']:.2f}); "
         f"{len(rows)} runs")
     entry["unbiased"] = bias["unbiased"]
     entry["calibrated"] = bias["calibrated"]
+    entry["passes"] = bias["unbiased"] and bias["calibrated"]
     return entry

@@ -52,7 +52,7 @@ class Session:
     @property
     def settings(self) -> ProbeSettings:
         return ProbeSettings(lr=self.cfg.lr, temperature=self.cfg.sampling.temperature,
-                             advantage_std=self.cfg.advantage_std,
+                             objective=self.cfg.objective(),
                              min_ess_share=self.cfg.min_ess_share)
 
     def sample(self, role: str, index: int, size: int, score: bool, timer: PhaseTimer):
@@ -197,7 +197,7 @@ def mode_single(s: Session, out: Path, run) -> dict:
     run.log_image("single", path)
     alpha = s.cfg.sanity_check.alpha
     return {"result": {k: result[k] for k in ("entropy", "delta_h1", "held_out",
-                                              "linearisation_check", "update", "timings")},
+                                              "linearisation_check", "theory", "update", "timings")},
             "agrees_with_held_out": {k: result["held_out"][k]["p"] >= alpha for k in KINDS},
             "alpha": alpha, "low_ess": result["held_out"]["ess"]["low"]}
 
@@ -450,6 +450,11 @@ def format_single(result: dict, s: Session) -> str:
                      f"{f['value']:+.4e} +- {f['se_cond']:.2e} ({_fmt(f['se_total'], '.2e')})  "
                      f"{t['value']:+.4e} +- {t['se']:.2e}  {t['z']:+6.2f}  "
                      f"{_fmt(result['linearisation_check'][kind]['ratio'], '.4f')}")
+    th = result["theory"]
+    lines.append(f"theory (sequence entropy, Cui et al. 2025): natural PG with step lr, -lr Cov(log pi,"
+                 f" A) on U = {th['cui_natural_pg']['value']:+.4e} +- {th['cui_natural_pg']['se']:.2e}; "
+                 f"the real step's -Cov(log pi, Delta log pi) on E' = "
+                 f"{th['cui_real_step']['value']:+.4e} +- {th['cui_real_step']['se']:.2e}")
     ess = result["held_out"]["ess"]
     lines.append(f"E' importance weights: ESS share min {ess['min_share']:.3f}, mean "
                  f"{ess['mean_share']:.3f}" + (f"  LOW (< {ess['threshold']}): the held-out truth "

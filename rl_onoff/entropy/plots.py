@@ -53,8 +53,9 @@ def single(result: dict, path: Path, model: str) -> None:
                     fmt="o", color=color, capsize=4, ms=8, label=f"batch means +- 2 SE, {model}")
         _diagonal(ax, np.append(per["delta_h1"], f["value"]),
                   np.append(per["linearisation_check"], h["value"]))
-        ax.set_title(f"{LABELS[kind]}\ndelta-H1 {f['value']:.3g} +- {f['se_cond']:.2g}, "
+        ax.set_title(f"{LABELS[kind]}\ndelta-H1 {f['value']:.3g} +- {f['se_cond']:.2g}\n"
                      f"held-out {h['value']:.3g} +- {h['se']:.2g}, z = {h['z']:.2f}", fontsize=9)
+        ax.ticklabel_format(style="sci", scilimits=(-2, 2))
         ax.set_xlabel("delta-H1 (first order, nats)")
         ax.set_ylabel("entropy change after the real step (nats)")
         ax.legend(fontsize=7)

@@ -30,6 +30,7 @@ import torch
 
 from rl_onoff.entropy import estimators as est
 from rl_onoff.entropy.analysis import jackknife_se, mean_se, p_two_sided
+from rl_onoff.entropy.objective import Objective
 from rl_onoff.entropy.policy import Group, trainable
 from rl_onoff.entropy.update import Updater, parameters_vector, restore
 
@@ -38,7 +39,7 @@ from rl_onoff.entropy.update import Updater, parameters_vector, restore
 class ProbeSettings:
     lr: float                          # eta of the step
     temperature: float = 1.0           # the policy is softmax(logits / T)
-    advantage_std: bool = False        # divide advantages by the group's std (GRPO)
+    objective: Objective = Objective()  # advantages, token aggregation, entropy bonus
     sweep_lrs: tuple[float, ...] = ()  # further etas at which to take the real step
     min_ess_share: float = 0.5         # flag E' importance weights whose ESS / n falls below
     max_step_mismatch: float = 0.1     # stop when the real step differs more from lr * u
@@ -71,33 +72,36 @@ class PhaseTimer:
 
 @dataclass
 class UpdateBatch:
-    """The U batch and what a step on it is: g_U and the direction u per unit learning rate."""
+    """The U batch and what a step on it is: g_U and the direction u per unit learning rate;
+    per prompt Cov_i(log pi(y_i), A_i), Cui et al.'s natural-policy-gradient term."""
     groups: list[Group]
     g_u: torch.Tensor
     direction: torch.Tensor
+    covariances: list[float]
 
 
-def policy_gradient_pass(model, groups, settings: ProbeSettings):
-    """Each U group's policy gradient, one at a time."""
-    return est.policy_gradients(model, groups, trainable(model), settings.temperature,
-                                settings.advantage_std)
+def policy_gradient_pass(model, groups, settings: ProbeSettings, covariances=None):
+    """Each U group's gradient of the objective, one at a time."""
+    return settings.objective.gradients(model, groups, trainable(model), settings.temperature,
+                                        covariances)
 
 
 def prepare_update(model, u_groups: list[Group], updater: Updater, settings: ProbeSettings,
                    timer: PhaseTimer) -> UpdateBatch:
     """g_U and the direction; refuses a U batch whose rewards never differ within a prompt."""
-    if not any(len(set(g.rewards)) > 1 for g in u_groups):
+    if not settings.objective.entropy_coef and not any(len(set(g.rewards)) > 1 for g in u_groups):
         raise ValueError(f"no reward signal in the U batch: in each of its {len(u_groups)} prompts "
                          "all responses got the same reward, so the policy gradient is 0. Use more "
                          "prompts or samples (batch_u, num_samples), or a model that is right "
                          "sometimes and wrong sometimes")
+    covariances = []
     with timer("u_gradient"):
-        g_u = sum(policy_gradient_pass(model, u_groups, settings)) / len(u_groups)
+        g_u = sum(policy_gradient_pass(model, u_groups, settings, covariances)) / len(u_groups)
     with timer("direction"):
         u = updater.direction(g_u, parameters_vector(trainable(model)))
     if timer.log:
         timer.log(f"  |g_U| = {float(g_u.norm()):.4g}, |u| = {float(u.norm()):.4g}")
-    return UpdateBatch(u_groups, g_u, u)
+    return UpdateBatch(u_groups, g_u, u, covariances)
 
 
 def probe(model, update: UpdateBatch, e_groups: list[Group], updater: Updater,
@@ -234,9 +238,13 @@ def _summarise(settings, update, e_groups, anchors, heldout_anchors, dots, loo, 
                        "ratio": lin[kind]["value"] / first[kind]["value"]
                        if first[kind]["value"] != 0 else None}
     held = None
+    cui_npg = mean_se(-lr * np.asarray(update.covariances))
+    theory = {"cui_natural_pg": {"value": cui_npg[0], "se": cui_npg[1]}}
     if "held_out" in step:
         held_changes = change_summary(step["held_out"][0], heldout_anchors)
         held = held_out_comparison(first, held_changes, step["held_out"][1], settings.min_ess_share)
+        value, se = mean_se(-np.asarray(step["held_out"][2]))
+        theory["cui_real_step"] = {"value": value, "se": se}
     sweep = []
     for s in steps[1:]:
         point = {"lr": s["lr"], "real_step_mismatch": s["mismatch"],
@@ -269,6 +277,7 @@ def _summarise(settings, update, e_groups, anchors, heldout_anchors, dots, loo, 
                    "step_norm": float(lr * update.direction.norm()),
                    "real_step_mismatch": step["mismatch"]},
         "delta_h1": first, "held_out": held, "linearisation_check": check,
+        "theory": theory,
         "sweep": sweep, "per_prompt": per_prompt,
     }
 

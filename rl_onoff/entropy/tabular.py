@@ -72,11 +72,13 @@ def bandit_first_order_runs(policy: TabularPolicy, reward: torch.Tensor, g: int,
     E independent of U or E = U, through the real estimator code (for the batch-scaling test)."""
     from rl_onoff.entropy import estimators as est
     from rl_onoff.entropy.policy import trainable
+    from rl_onoff.entropy.objective import Objective
     from rl_onoff.entropy.probe import PhaseTimer, ProbeSettings, prepare_update
     from rl_onoff.entropy.update import OptimizerSpec, Updater
 
     params = trainable(policy)
-    updater, settings = Updater(params, OptimizerSpec("sgd")), ProbeSettings(lr=1.0)
+    updater = Updater(params, OptimizerSpec("sgd"))
+    settings = ProbeSettings(lr=1.0, objective=Objective("none", "seq-mean-token-sum"))
     levels = {}
     for b in sizes:
         levels[b] = []
