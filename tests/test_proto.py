@@ -69,7 +69,8 @@ def independent_accuracy(out: Path) -> tuple[list[float], list[list[float]]]:
 
 @pytest.mark.parametrize("section", [
     {"restarts": 2, "control": True},
-    {"arrangement": "e_m_alternate", "share_m": True, "restarts": 2},
+    {"arrangement": "e_m_alternate", "share_m": True, "restarts": 2,
+     "transfer_texts": [" 5 + 2 = 7"]},
     {"method": "mem"},
 ], ids=["e_m_controls", "alternate_shared_m", "mem"])
 def test_saved_vectors_reproduce_the_reported_accuracy(write_config, tmp_path, section):
@@ -96,6 +97,10 @@ def test_saved_vectors_reproduce_the_reported_accuracy(write_config, tmp_path, s
         assert record["cross_entropy_bits"] == pytest.approx(-np.log2(probs).sum(), rel=1e-4)
         assert record["information_gain_bits"] == pytest.approx(
             record["baseline_cross_entropy_bits"] - record["cross_entropy_bits"])
+    if section.get("transfer_texts"):
+        transfer = summary["analyses"]["shared_m_transfer"]
+        assert transfer["texts"] == section["transfer_texts"]
+        assert len(transfer["accuracy_shared_m"]) == len(transfer["accuracy_own_m"]) == 1
     history = np.load(out / "history.npz", allow_pickle=False)
     assert history["loss"].shape[:1] == (section.get("restarts", 1),)
     run_dir = next((tmp_path / "runs" / "04-proto").iterdir())
@@ -237,6 +242,15 @@ def test_a_plateau_stops_a_text_after_patience_steps(tiny):
     assert no_patience.stopped == ["cap"] and no_patience.steps_run[0] == 8
 
 
+def test_a_frozen_m_stays_exactly_as_given(tiny):
+    model, tokenizer = tiny
+    ids = tokenizer(SHORT, add_special_tokens=False)["input_ids"]
+    settings = Settings(steps=5)
+    e0, m0 = initial_vectors(model, settings, [0], 0, 0)
+    result = optimise(model, [ids], e0, m0, settings, train_m=False)
+    assert torch.equal(result.m, m0) and not torch.equal(result.e, e0)
+
+
 def test_a_nan_loss_stops_with_a_message(tiny):
     model, tokenizer = tiny
     ids = tokenizer(SHORT, add_special_tokens=False)["input_ids"]
@@ -349,6 +363,7 @@ def test_missing_00_output_names_the_key(write_config, tmp_path):
     ("04_proto.patience=0", r"04_proto.patience: got 0; allowed: a positive integer or null"),
     ("04_proto.interpolation_points=1", r"04_proto.interpolation_points: got 1; allowed: 0"),
     ("04_proto.models=['']", r"04_proto.models\[0\]: empty"),
+    ("04_proto.transfer_texts=[' 1']", r"04_proto.transfer_texts: .*set share_m: true"),
     ("04_proto.method=mem", None),
 ])
 def test_config_errors_name_the_key(setting, message):

@@ -59,3 +59,27 @@ def interpolation(model, tokenizer, targets: list[list[int]], tries: list[list[d
             "min_along_line": accuracy.min(0).tolist(),
             "ends": [[float(accuracy[0, i]), float(accuracy[-1, i])] for i in range(len(rows))],
             "cosine_e": cos("e"), "cosine_m": cos("m")}
+
+
+def shared_m_transfer(model, tokenizer, targets: list[list[int]], m: torch.Tensor, settings,
+                      seed: int, batch_size: int) -> dict:
+    """Does a shared m learned on some texts carry over to new ones? Each new text gets only
+    its own e against the fixed `m` (1 x d), beside a control run that learns its own e and m
+    from the same start; clean accuracy of both."""
+    import dataclasses
+
+    from rl_onoff.proto.evaluate import evaluate
+    from rl_onoff.proto.optimize import initial_vectors, optimise
+
+    own = dataclasses.replace(settings, share_m=False)
+    keys = [("transfer", i) for i in range(len(targets))]
+    e0, m0 = initial_vectors(model, own, keys, seed, 0)
+    fixed = m.expand(len(targets), -1).clone()
+    out = {"texts": [tokenizer.decode(t) for t in targets]}
+    for name, m_start, train_m in (("shared_m", fixed, False), ("own_m", m0, True)):
+        result = optimise(model, targets, e0, m_start, own, train_m=train_m)
+        scores = evaluate(model, tokenizer, targets, result.e, result.m, own.method,
+                          own.arrangement, batch_size, own.bos)
+        out[f"accuracy_{name}"] = [s["accuracy"] for s in scores]
+        out[f"steps_{name}"] = result.steps_run.tolist()
+    return out

@@ -23,6 +23,8 @@ class ProtoConfig(StageConfig):
     method: Literal["one_step", "mem"] = "one_step"  # mem: the autoregressive [mem] baseline
     arrangement: Literal["e_m", "e_m_alternate", "e_only"] = "e_m"
     share_m: bool = False               # one m for all texts (per-text early stop then off)
+    transfer_texts: list[str] = field(default_factory=list)  # with share_m: new texts that
+                                        # learn only e against the learned m (and own e, m)
     steps: int = 5000                   # step cap per text (per length when sweeping)
     patience: int | None = 2000      # stop a text after this many steps without a better
                                         # (accuracy, loss); null: run to the cap
@@ -80,6 +82,11 @@ class ProtoConfig(StageConfig):
         if self.share_m and self.sweep:
             raise ConfigError(f"{path}.sweep: the capacity sweep keeps each text's own longest "
                               "prefix, which a shared m cannot serve; set share_m: false")
+        if self.transfer_texts and not self.share_m:
+            raise ConfigError(f"{path}.transfer_texts: tests whether a shared m carries over to "
+                              "new texts; set share_m: true, or transfer_texts: []")
+        if any(not t.strip() for t in self.transfer_texts):
+            raise ConfigError(f"{path}.transfer_texts: an empty text cannot be a target")
         if self.share_m and self.arrangement == "e_only":
             raise ConfigError(f"{path}.share_m: arrangement e_only has no m to share; "
                               "set share_m: false or another arrangement")

@@ -113,16 +113,19 @@ def _schedule(settings: Settings):
 
 
 def optimise(model, targets: list[list[int]], e0: torch.Tensor, m0: torch.Tensor | None,
-             settings: Settings, log=None, log_every: int = 10, bar=None) -> Result:
-    """Fit e (and m) so the frozen `model` emits each target; `log(step, metrics)` every
-    `log_every` steps; `bar` (tqdm) advances by one per step."""
+             settings: Settings, log=None, log_every: int = 10, bar=None,
+             train_m: bool = True) -> Result:
+    """Fit e (and m, unless `train_m` is false: m then stays as given) so the frozen `model`
+    emits each target; `log(step, metrics)` every `log_every` steps; `bar` (tqdm) advances
+    by one per step."""
     device = next(model.parameters()).device
     ids, mask = pad_targets(targets, device)
     lengths = mask.sum(1)
     rows_total, steps = len(targets), settings.steps
     e = e0.detach().clone().to(device).requires_grad_()
-    m = None if m0 is None else m0.detach().clone().to(device).requires_grad_()
-    optimiser = torch.optim.AdamW([p for p in (e, m) if p is not None], lr=settings.lr,
+    m = None if m0 is None else m0.detach().clone().to(device).requires_grad_(train_m)
+    optimiser = torch.optim.AdamW([p for p in (e, m) if p is not None and p.requires_grad],
+                                  lr=settings.lr,
                                   betas=settings.betas, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(settings))
     emb_norm = embedding_norm(model)
@@ -206,9 +209,10 @@ def optimise(model, targets: list[list[int]], e0: torch.Tensor, m0: torch.Tensor
         if not finished:
             optimiser.zero_grad(set_to_none=False)
             stats["loss"].sum().backward()
-            norms = _clip_per_text(e, None if settings.share_m else m, rows, settings.max_grad_norm)
+            norms = _clip_per_text(e, m if train_m and not settings.share_m else None, rows,
+                                   settings.max_grad_norm)
             curves["grad_norm"][step, idx] = norms
-            if settings.share_m:
+            if settings.share_m and train_m:
                 grad_m[step] = m.grad.norm().item()
                 if settings.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_([m], settings.max_grad_norm)

@@ -186,6 +186,13 @@ def run_model(stage, name: str, model, tokenizer, results, out, steplog) -> dict
         for record, without in zip(records, prior):
             record.update(gains(record, without))
     analyses = analyse(model, tokenizer, targets, tries, records, cfg, bos)
+    if cfg.transfer_texts:
+        from rl_onoff.proto.analysis import shared_m_transfer
+
+        new = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in cfg.transfer_texts]
+        analyses["shared_m_transfer"] = shared_m_transfer(
+            model, tokenizer, new, tries[chosen[0]][0]["m"][None], settings, cfg.seed,
+            cfg.batch_size)
     save_vectors(out / "proto.npz", records, tries, chosen, cfg, name, bos,
                  model.get_input_embeddings().weight.shape[1])
     io.write_json(out / "texts.json", records)
