@@ -208,9 +208,13 @@ def _spread(run: Distributions, name: str) -> np.ndarray:
 
 
 def scale_top(run: Distributions, view: str, quantile: float) -> float:
-    """The `quantile` of the values of the view's scale over the run's tokens (see _spread)."""
+    """The `quantile` of the finite values of the view's scale over the run's tokens (see
+    _spread); a token the trainer's filters drop has an infinite sampler gap and takes the
+    top colour without stretching the scale."""
     scale = VIEWS[VIEWS[view].scale]
-    return float(np.quantile(scale.values(_spread(run, scale.array)), quantile))
+    values = scale.values(_spread(run, scale.array))
+    values = values[np.isfinite(values)]
+    return float(np.quantile(values, quantile)) if len(values) else 0.0
 
 
 def entropies_equal(run: Distributions) -> bool:
