@@ -217,6 +217,23 @@ def test_length_weighted_token_entropy_matches_finite_differences_of_the_ratio(l
     assert abs(float(g @ v)) > 1e-3   # not trivially zero
 
 
+def test_chunked_log_softmax_gives_the_same_values_and_gradients():
+    from rl_onoff.entropy.policy import chunked_terms
+
+    gen = torch.Generator().manual_seed(7)
+    logits = torch.randn(3, 7, 11, dtype=torch.float64, generator=gen).requires_grad_(True)
+    target = torch.randint(0, 11, (3, 7), generator=gen)
+    weights = torch.randn(2, 3, 7, dtype=torch.float64, generator=gen)
+    logp_all = (logits / 0.7).log_softmax(-1)   # the definition, unchunked
+    logp = logp_all.gather(-1, target[..., None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    expected = torch.autograd.grad((weights[0] * logp + weights[1] * entropy).sum(), logits)[0]
+    got_logp, got_entropy = chunked_terms(logits, target, 0.7, chunk_tokens=6)   # 2 positions
+    assert torch.allclose(got_logp, logp) and torch.allclose(got_entropy, entropy)
+    got = torch.autograd.grad((weights[0] * got_logp + weights[1] * got_entropy).sum(), logits)[0]
+    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("spec", [OptimizerSpec("sgd", weight_decay=0.01),
                                   OptimizerSpec("adam", weight_decay=0.01),
                                   OptimizerSpec("adamw", betas=(0.8, 0.99), weight_decay=0.1)],

@@ -80,13 +80,40 @@ def token_terms(model, group: Group, temperature: float = 1.0) -> TokenTerms:
     attention[:, len(prompt):] = (mask > 0).long()
     logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=width + 1).logits
     logits = logits[:, -(width + 1):-1]
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature
-    logp_all = logits.log_softmax(-1)
     target = ids[:, len(prompt):]
-    logp = logp_all.gather(-1, target[..., None]).squeeze(-1)
-    p = logp_all.exp()
-    entropy = -(p * torch.where(p > 0, logp_all, torch.zeros_like(logp_all))).sum(-1)
+    logp, entropy = chunked_terms(logits, target, temperature)
     mask = mask.to(logp.dtype)
     zero = torch.zeros_like(logp)
     return TokenTerms(logp=torch.where(mask > 0, logp, zero),
                       entropy=torch.where(mask > 0, entropy, zero), mask=mask)
+
+
+CHUNK_TOKENS = 256   # positions per full-vocabulary log-softmax (x vocab floats live at once)
+
+
+def _terms(logits: torch.Tensor, target: torch.Tensor, temperature: float):
+    z = logits.to(torch.promote_types(logits.dtype, torch.float32)) / temperature
+    logp_all = z.log_softmax(-1)
+    logp = logp_all.gather(-1, target[..., None]).squeeze(-1)
+    p = logp_all.exp()
+    entropy = -(p * torch.where(p > 0, logp_all, torch.zeros_like(logp_all))).sum(-1)
+    return logp, entropy
+
+
+def chunked_terms(logits: torch.Tensor, target: torch.Tensor, temperature: float,
+                  chunk_tokens: int = CHUNK_TOKENS):
+    """(log pi of the targets, full-vocabulary entropies) per position, a chunk of positions at
+    a time. Under autograd each chunk is checkpointed: backward recomputes its softmax instead of
+    keeping four (rows x positions x vocab) fp32 tensors alive, so only the logits stay."""
+    from torch.utils.checkpoint import checkpoint
+
+    rows, width = target.shape
+    step = max(1, chunk_tokens // max(rows, 1))
+    if width <= step:
+        return _terms(logits, target, temperature)
+    parts = []
+    for start in range(0, width, step):
+        args = (logits[:, start:start + step], target[:, start:start + step], temperature)
+        parts.append(checkpoint(_terms, *args, use_reentrant=False) if logits.requires_grad
+                     else _terms(*args))
+    return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)

@@ -49,12 +49,10 @@ class Updater:
         self.m, self.v, self.steps = self._moments()
 
     def _moments(self):
-        """Flat Adam moments and the step count before this step (zeros and 0 when fresh)."""
-        if self.spec.name == "sgd":
+        """Flat Adam moments and the step count before this step (None and 0 when fresh: zero
+        moments are not stored, two model-sized vectors saved)."""
+        if self.spec.name == "sgd" or self.saved_state is None:
             return None, None, 0
-        if self.saved_state is None:
-            zeros = torch.cat([torch.zeros_like(p).reshape(-1) for p in self.params])
-            return zeros, zeros.clone(), 0
         opt = self._optimizer(1.0)
         states = [opt.state[p] for p in self.params]
         m = flat([s["exp_avg"] for s in states], self.params)
@@ -83,8 +81,9 @@ class Updater:
             return -g
         beta1, beta2 = spec.betas
         t = self.steps + 1
-        m = beta1 * self.m + (1 - beta1) * g
-        v = beta2 * self.v + (1 - beta2) * g * g
+        m, v = (1 - beta1) * g, (1 - beta2) * g * g
+        if self.m is not None:
+            m, v = m + beta1 * self.m, v + beta2 * self.v
         denom = v.sqrt() / (1 - beta2 ** t) ** 0.5 + spec.eps
         u = -(m / (1 - beta1 ** t)) / denom
         if spec.name == "adamw" and spec.weight_decay:
