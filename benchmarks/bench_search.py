@@ -104,7 +104,8 @@ def main() -> None:
     pools, sample_seconds = sample_pools(model, tokenizer, prompts, budgets, params,
                                          args.max_new_tokens, eos_ids, args.sample_batch,
                                          [args.max_new_tokens / 2] * len(prompts),
-                                         torch.Generator(device=device).manual_seed(args.seed))
+                                         torch.Generator(device=device).manual_seed(args.seed),
+                                         16 * args.rollouts)
     samples = sum(len(p) for p in pools)
     sampled = sum(len(g.token_ids) for p in pools for g in p)
 
