@@ -189,7 +189,8 @@ def run_model(stage, name: str, model, tokenizer, results, out, steplog) -> dict
     if cfg.transfer_texts:
         from rl_onoff.proto.analysis import shared_m_transfer
 
-        new = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in cfg.transfer_texts]
+        new = [tokenizer(t, add_special_tokens=False)["input_ids"][:cfg.max_tokens]
+               for t in cfg.transfer_texts]
         analyses["shared_m_transfer"] = shared_m_transfer(
             model, tokenizer, new, tries[chosen[0]][0]["m"][None], settings, cfg.seed,
             cfg.batch_size)
