@@ -101,14 +101,14 @@ def _terms(logits: torch.Tensor, target: torch.Tensor, temperature: float):
 
 
 def chunked_terms(logits: torch.Tensor, target: torch.Tensor, temperature: float,
-                  chunk_tokens: int = CHUNK_TOKENS):
+                  chunk_tokens: int | None = None):
     """(log pi of the targets, full-vocabulary entropies) per position, a chunk of positions at
     a time. Under autograd each chunk is checkpointed: backward recomputes its softmax instead of
     keeping four (rows x positions x vocab) fp32 tensors alive, so only the logits stay."""
     from torch.utils.checkpoint import checkpoint
 
     rows, width = target.shape
-    step = max(1, chunk_tokens // max(rows, 1))
+    step = max(1, (chunk_tokens or CHUNK_TOKENS) // max(rows, 1))
     if width <= step:
         return _terms(logits, target, temperature)
     parts = []
