@@ -348,8 +348,8 @@ def sanity_verdict(entry: dict) -> str:
     parts = [(f"held-out gap Delta-H' - delta-H1 = {b['mean_difference']:.3g} +- {b['se']:.2g} "
               f"(z = {b['z']:.2f}): ") + ("BIAS or second-order effects detected"
                                          if entry["bias_detected"] else "no gap detected"),
-             f"per-run z SD {z['sd']:.2f} +- {z['se_sd']:.2f} "
-             f"({'calibrated' if z['calibrated'] else 'MISCALIBRATED'})",
+             (f"per-run z SD {z['sd']:.2f} +- {z['se_sd']:.2f} "
+              f"({'calibrated' if z['calibrated'] else 'MISCALIBRATED'})"),
              f"linearisation check (same E, not a truth) gap {lin['mean_difference']:.2g}"]
     for key, label in (("conditional_se_calibration", "SE given U"),
                        ("total_se_calibration", "total SE")):
@@ -366,7 +366,8 @@ def mode_debug(s: Session, out: Path, run) -> dict:
 
     d = s.cfg.debug
     small = dataclasses.replace(
-        s.cfg, batch_e=d.batch_e, batch_u=d.batch_u, num_samples=d.num_samples,
+        s.cfg, batch_e=d.batch_e, batch_u=d.batch_u, batch_heldout=d.batch_e,
+        num_samples=d.num_samples,
         sampling=dataclasses.replace(s.cfg.sampling, max_new_tokens=d.max_new_tokens),
         batch_scaling=dataclasses.replace(s.cfg.batch_scaling, batch_e_values=d.batch_e_values,
                                           runs=d.runs),
@@ -438,12 +439,13 @@ def run_entropy(config: Config) -> dict:
 
 def format_single(result: dict, s: Session) -> str:
     c = s.cfg
-    lines = [f"05-entropy single: {c.model}, B_E={result['batch_e']} B_E'={result['batch_heldout']} "
-             f"B_U={result['batch_u']} G={result['num_samples']}, {c.optimizer} lr={c.lr:g}, U "
-             f"reward {result['u_batch']['reward_mean']:.3f} "
-             f"({result['u_batch']['groups_with_signal']}/{result['batch_u']} prompts with a signal)",
-             f"{'kind':>14}  {'H (nats)':>16}  {'delta-H1 +- SE_cond (SE_total)':>34}  "
-             f"{'held-out Delta-H-prime +- SE':>28}  {'z':>6}  {'linearisation ratio':>8}"]
+    lines = [(f"05-entropy single: {c.model}, B_E={result['batch_e']} "
+              f"B_E'={result['batch_heldout']} B_U={result['batch_u']} G={result['num_samples']}, "
+              f"{c.optimizer} lr={c.lr:g}, U reward {result['u_batch']['reward_mean']:.3f} "
+              f"({result['u_batch']['groups_with_signal']}/{result['batch_u']} prompts with a "
+              "signal)"),
+             (f"{'kind':>14}  {'H (nats)':>16}  {'delta-H1 +- SE_cond (SE_total)':>34}  "
+              f"{'held-out Delta-H-prime +- SE':>28}  {'z':>6}  {'linearisation ratio':>8}")]
     for kind in KINDS:
         h, f, t = result["entropy"][kind], result["delta_h1"][kind], result["held_out"][kind]
         lines.append(f"{kind:>14}  {h['estimate']:8.4f} +- {h['se']:<6.2g}  "

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -39,7 +39,7 @@ from rl_onoff.entropy.update import Updater, parameters_vector, restore
 class ProbeSettings:
     lr: float                          # eta of the step
     temperature: float = 1.0           # the policy is softmax(logits / T)
-    objective: Objective = Objective()  # advantages, token aggregation, entropy bonus
+    objective: Objective = field(default_factory=Objective)  # advantages, aggregation, bonus
     sweep_lrs: tuple[float, ...] = ()  # further etas at which to take the real step
     min_ess_share: float = 0.5         # flag E' importance weights whose ESS / n falls below
     max_step_mismatch: float = 0.1     # stop when the real step differs more from lr * u
