@@ -23,6 +23,7 @@ from rl_onoff.decoding import SamplingParams, sampled_stats, sampling_logits, to
 from rl_onoff.distributions import gap, load_distributions, run_dist
 from rl_onoff.distributions.extract import check_lm_head, extract, plan_batches
 from rl_onoff.distributions.pipeline import display_strings, with_model
+from rl_onoff.distributions import store
 from rl_onoff.distributions.store import FlatArrays, array_specs
 from rl_onoff.models import load_model
 
@@ -410,6 +411,19 @@ def test_loader_refuses_objects_compression_and_mismatched_files(tmp_path):
     np.savez(npz, entropy=np.zeros(10, np.float32))
     with pytest.raises(ValueError, match="different runs"):
         load_distributions(tmp_path).array("entropy")
+
+
+def test_loader_catches_bytes_overwritten_inside_the_npz(tmp_path):
+    """A flipped byte in the middle of a member fails its CRC-32, naming the array."""
+    write_output(tmp_path, [300] * 20, top_k=4)
+    npz = tmp_path / "distributions.npz"
+    offset, *_ = store.npz_members(npz)["entropy"]
+    data = bytearray(npz.read_bytes())
+    data[offset + 1000] ^= 0xFF
+    npz.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="'entropy' is damaged.*rerun exp/01-dist.py"):
+        load_distributions(tmp_path)
+    assert load_distributions(tmp_path, verify=False).array("entropy")[0] is not None
 
 
 def test_loader_reads_rows_of_fortran_ordered_arrays(tmp_path):

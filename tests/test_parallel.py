@@ -94,3 +94,60 @@ def test_a_single_process_under_torchrun_writes_the_plain_layout(write_config, t
                     str(sample_config(write_config, out, tiny_random_model)), nproc=1)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "progress.jsonl").is_file() and (out / "results.json").is_file()
+
+
+def dist_config(write_config, tmp_path, model: str, out: Path) -> Path:
+    """00 (done once, shared) and a 01 section writing to `out`."""
+    zero = tmp_path / "00"
+    config = write_config({"defaults": {"model": model}, "00_sample": {
+        "dataset": {"num_examples": 5}, "num_samples": 3, "output_dir": str(zero),
+        "sampling": {"max_new_tokens": 24, "temperature": 0.8, "top_p": 0.9},
+        "task": {"reward_workers": 1}},
+        "01_dist": {"input": str(zero), "output_dir": str(out), "top_k": 5}},
+        name=f"{out.name}.yaml")
+    if not (zero / "results.json").is_file():
+        from rl_onoff.config import load_config
+        from rl_onoff.sample.run import run_sample
+        run_sample(load_config(config, section="00_sample"))
+    return config
+
+
+def same_distributions(a: Path, b: Path) -> None:
+    import numpy as np
+
+    from rl_onoff.distributions import load_distributions
+
+    x, y = load_distributions(a), load_distributions(b)
+    assert x.questions == y.questions
+    assert x.meta["summary"].keys() == y.meta["summary"].keys()
+    assert x.meta["token_strings"] == y.meta["token_strings"]
+    for name in x.names:
+        assert np.array_equal(x.array(name), y.array(name)), name
+    assert sorted(p.name for p in b.iterdir() if p.name.startswith("shard")) == []
+
+
+def test_01_on_two_processes_and_on_two_nodes_equals_one(write_config, tmp_path,
+                                                         tiny_random_model):
+    from rl_onoff.config import load_config
+    from rl_onoff.distributions import run_dist
+
+    one, two, nodes = tmp_path / "one", tmp_path / "two", tmp_path / "nodes"
+    run_dist(load_config(dist_config(write_config, tmp_path, tiny_random_model, one),
+                         section="01_dist"))
+    proc = torchrun("exp/01-dist.py", "--config",
+                    str(dist_config(write_config, tmp_path, tiny_random_model, two)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    same_distributions(one, two)
+    # two "nodes" on this machine: two torchrun commands meeting at one rendezvous endpoint
+    config = dist_config(write_config, tmp_path, tiny_random_model, nodes)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    port = 29400 + os.getpid() % 500
+    node = [[*TORCHRUN, "--nnodes=2", f"--node-rank={rank}", "--nproc-per-node=1",
+             "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=nodes",
+             "exp/01-dist.py", "--config", str(config)] for rank in (0, 1)]
+    procs = [subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for cmd in node]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    same_distributions(one, nodes)

@@ -268,10 +268,14 @@ def test_page_shows_the_prompt_sample_and_token_selected(pipeline, monkeypatch):
     at.selectbox(key="view").set_value("rank").run()
     gltr = np.digitize(arrays["rank"][span], [1, 10, 100, 1000])
     assert np.array_equal(span_steps(component_html(at)), gltr)
-    assert "sampler gap" not in at.selectbox(key="view").options  # 01 did not score a vLLM run
-    # the URL's query follows the view: directory, prompt, response, token
+    # 00 stored its sampler's log-probs: the gap view is there, ~0 for our own sampler
+    assert "sampler gap" in at.selectbox(key="view").options
+    assert np.abs(arrays["sampler_delta"][span]).max() < 1e-3
+    # the URL's query follows the view: directory (relative to the YAML's folder), prompt,
+    # response, token
     assert {k: str(v) for k, v in at.query_params.items()} == {
-        "dir": str(pipeline[2]), "prompt": str(q), "response": str(s), "token": str(position)}
+        "dir": str(pipeline[2].relative_to(config.parent)), "prompt": str(q),
+        "response": str(s), "token": str(position)}
 
 
 def test_page_filters_list_the_matching_prompts(pipeline, monkeypatch):

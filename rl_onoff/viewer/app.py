@@ -311,7 +311,7 @@ VIEW_HELP = ("entropy: of the model's full next-token distribution at T=1; sampl
              "of the (temperature, top-p/k) distribution 00 drew from (shown when it differs); "
              "surprisal: −log p of the token drawn, at T=1; rank: of the token drawn among the "
              "model's (GLTR's bins); sampler gap: |log π_sampler − log π_trainer| of the token "
-             "drawn, where 01 scored a vLLM run")
+             "drawn, where 00 stored its sampler's log-probs")
 
 
 def _scale(path: str, stamp: tuple, view: str, cfg: VisualizeConfig) -> tokens.Scale:

@@ -36,8 +36,8 @@ class View(NamedTuple):
 
 # Both entropies share one scale, so switching between them compares like with like;
 # surprisal is -log p, so that for every view "high" means "unusual". The sampler gap is
-# there only when 01 scored a vLLM run (its array `sampler_delta` = log pi_sampler - log
-# pi_trainer of the drawn token).
+# there when 00 stored its sampler's log-probs (01's array `sampler_delta` = log pi_sampler -
+# log pi_trainer of the drawn token): near 0 for the hf backend, the off-policy gap for vLLM.
 VIEWS = {"entropy": View("entropy", np.asarray, "entropy, full distribution (T=1)", "entropy",
                          "nats"),
          "sampled entropy": View("sampled_entropy", np.asarray,
