@@ -41,7 +41,7 @@ KEY_METRICS = {
     "01-dist": ("num_tokens", "mean_entropy", "mean_sampled_entropy"),
     "03-tree-search": ("accuracy.tree_best", "accuracy.greedy", "accuracy.best_of_n"),
     "04-proto": ("mean_accuracy", "status.success", "capacity.max"),
-    "05-entropy": ("result.delta_h1.sequence.value", "result.delta_h_true.sequence.value"),
+    "05-entropy": ("result.delta_h1.sequence.value", "result.held_out.sequence.value"),
 }
 LIST_METRICS = 3
 # `compare` hides breakdowns nested deeper than this (by_level.1.avg@n) unless asked for.
