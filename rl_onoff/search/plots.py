@@ -46,8 +46,8 @@ def accuracy_vs_lambda(summary: dict, grid: list, path: Path) -> Path:
                title=f"C={c:g}, alpha={alpha:g}", ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
     seeds = len(summary["seeds"])
-    fig.suptitle(f"accuracy at equal budget, reward {summary['reward']}; error bars: 95% "
-                 f"bootstrap over questions and {seeds} seed(s)", fontsize=10)
+    fig.suptitle(f"accuracy at equal budget; reward {summary['reward']}; 95% bootstrap "
+                 f"(questions, {seeds} seed(s))", fontsize=10)
     fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncols=2)
     io.save_figure(path, fig)
     return path
