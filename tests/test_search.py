@@ -450,7 +450,7 @@ def test_kv_draws_follow_the_sampling_distribution(random_lm):
     assert tree.refills <= 13              # refills double: about log2(3000)
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([prompts_for(tokenizer)[0] + tokens(node)])).logits
-    probs = sampling_logits(logits[0, -1], SamplingParams(temperature=2.0, top_k=6)).softmax(-1)
+    probs = sampling_logits(logits[0, -1:], SamplingParams(temperature=2.0, top_k=6)).softmax(-1)[0]
     expected = {t: float(p) for t, p in enumerate(probs) if p > 0}
     assert set(counts) <= set(expected)
     assert chi_square_p_value(counts, expected) > 1e-3
