@@ -104,7 +104,7 @@ STAGES = {
     "00-sample": ("00_sample", "rl_onoff.sample.run:run_sample", None),
     "01-dist": ("01_dist", "rl_onoff.distributions:run_dist", None),
     "03-tree-search": ("03_tree_search", "rl_onoff.search.run:run_tree_search", None),
-    "04-proto": ("04_proto", "rl_onoff.proto:run_proto", None),
+    "04-proto": ("04_proto", "rl_onoff.proto.pipeline:run_proto", None),
     "05-entropy": ("05_entropy", "rl_onoff.entropy:run_entropy", "rl_onoff.entropy:mode_argv"),
 }
 

@@ -151,3 +151,58 @@ def test_01_on_two_processes_and_on_two_nodes_equals_one(write_config, tmp_path,
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
     same_distributions(one, nodes)
+
+
+def test_04_on_two_processes_equals_one(write_config, tmp_path):
+    """Texts split over two ranks: the same vectors, scores and texts.json as one process."""
+    import numpy as np
+
+    from rl_onoff.config import load_config
+    from rl_onoff.proto.pipeline import run_proto
+
+    texts = [" 19 + 6 = 25", " 7 * 3 = 21", " 52 - 8 = 44"]
+    def config(out):
+        return write_config({"04_proto": {
+            "model": "tiny-arith", "texts": texts, "steps": 30, "lr": 0.05, "batch_size": 2,
+            "control": False, "output_dir": str(out)}}, name=f"{out.name}.yaml")
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_proto(load_config(config(one), section="04_proto"))
+    proc = torchrun("exp/04-proto.py", "--config", str(config(two)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [read(d, "texts.json") for d in (one, two)]
+    assert [r["text"] for r in records[0]] == [r["text"] for r in records[1]] == texts
+    for a, b in zip(*records):
+        assert a["accuracy"] == b["accuracy"]
+    with np.load(one / "proto.npz") as x, np.load(two / "proto.npz") as y:
+        for name in ("e", "m"):
+            np.testing.assert_allclose(x[name], y[name], atol=1e-5)
+
+
+def test_03_on_two_processes_equals_one(write_config, tmp_path):
+    """Question groups split over two ranks: the same trees, samples and summary."""
+    from rl_onoff.config import load_config
+    from rl_onoff.search.run import run_tree_search
+
+    def config(out):
+        return write_config({"03_tree_search": {
+            "dataset": {"num_examples": 4, "levels": [1, 2]}, "rollouts": 3,
+            "sampling": {"max_new_tokens": 32}, "batch_size": 1, "seeds": [0],
+            "max_pool_factor": 2, "bootstrap": 100, "output_dir": str(out)}},
+            name=f"{out.name}.yaml")
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_tree_search(load_config(config(one), section="03_tree_search"))
+    proc = torchrun("exp/03-tree-search.py", "--config", str(config(two)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def without_time(value):
+        if isinstance(value, dict):
+            return {k: without_time(v) for k, v in value.items() if "seconds" not in k}
+        if isinstance(value, list):
+            return [without_time(v) for v in value]
+        return value
+    a, b = read(one, "results.json"), read(two, "results.json")
+    assert without_time(a["models"]) == without_time(b["models"])
+    assert without_time(read(one, "summary.json")) == without_time(read(two, "summary.json"))
+    rollouts = [sorted(json.loads(line)["id"] for line in (d / "rollouts.jsonl").open())
+                for d in (one, two)]
+    assert rollouts[0] == rollouts[1] and not list(two.glob("rollouts.rank*"))

@@ -18,6 +18,7 @@ Hugging Face checkpoint.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import time
@@ -145,6 +146,12 @@ def save(model, tokenizer, out: Path) -> None:
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    # transformers 5 records its own class name, which 4.x cannot read; the fast tokenizer
+    # class both read gives the same tokenizer
+    path = out / "tokenizer_config.json"
+    tokenizer_config = json.loads(path.read_text())
+    tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    path.write_text(json.dumps(tokenizer_config, indent=2) + "\n")
     print(f"saved to {out}")
 
 

@@ -96,6 +96,8 @@ def _proto(stage, results: dict | None) -> dict:
     for name, (model, tokenizer) in loaded.items():
         folder = out if len(names) == 1 else out / folder_name(name)
         summaries[name] = run_model(stage, name, model, tokenizer, results, folder, steplog)
+    if not stage.ranks.main:
+        return {}
     if len(names) == 1:
         summary = summaries[names[0]]
     else:
@@ -141,21 +143,27 @@ def run_model(stage, name: str, model, tokenizer, results, out, steplog) -> dict
     bos = tokenizer.bos_token_id if cfg.method == "mem" else None
     settings = Settings.from_config(cfg, bos=bos)
     ids = [t.token_ids for t in targets]
-    chunks = [list(range(i, min(i + cfg.batch_size, len(targets))))
-              for i in range(0, len(targets), cfg.batch_size)]
+    ranks = stage.ranks
+    if ranks.parallel and cfg.share_m:
+        raise ConfigError(f"{SECTION}.share_m: one m is learned from all texts together, which "
+                          "cannot be split over processes; run it without torchrun")
+    mine = ranks.shard(range(len(targets)))  # under torchrun: every world-th text
+    chunks = [mine[i:i + cfg.batch_size] for i in range(0, len(mine), cfg.batch_size)]
     total = 0 if cfg.sweep else cfg.restarts * cfg.steps * len(chunks)
-    bar = tqdm(total=total, desc=f"{SCRIPT} {name}", unit="step")
+    bar = tqdm(total=total, desc=f"{SCRIPT} {name}", unit="step", disable=not ranks.main)
     start = time.time()
-    tries = [[None] * len(targets) for _ in range(cfg.restarts)]  # [restart][text]
-    rounds = []                                                   # [(rows [(text, restart)], Result)]
+    tries = {}   # (restart, text) -> what that attempt kept
+    rounds = []  # [(rows [(text, restart)], Result)]
     if cfg.sweep:
-        searches, rounds = capacity_search(
-            model, tokenizer, ids, settings, cfg.seed, cfg.restarts, cfg.sweep_start,
-            cfg.batch_size, steplog.for_part(model=name), cfg.log_every, bar)
+        searches, local_rounds = capacity_search(
+            model, tokenizer, [ids[t] for t in mine], settings, cfg.seed, cfg.restarts,
+            cfg.sweep_start, cfg.batch_size, steplog.for_part(model=name), cfg.log_every, bar,
+            keys=mine)
         for r, row in enumerate(searches):
-            for t, search in enumerate(row):
-                tries[r][t] = {**search.kept, "levels": search.attempts,
-                               "capacity": search.solved}
+            for local, search in enumerate(row):
+                tries[(r, mine[local])] = {**search.kept, "levels": search.attempts,
+                                           "capacity": search.solved}
+        rounds = [([(mine[t], r) for t, r in rows], result) for rows, result in local_rounds]
     else:
         for restart in range(cfg.restarts):
             for index, chunk in enumerate(chunks):
@@ -168,7 +176,7 @@ def run_model(stage, name: str, model, tokenizer, results, out, steplog) -> dict
                 scores = evaluate(model, tokenizer, chunk_ids, result.e, result.m, cfg.method,
                                   cfg.arrangement, cfg.batch_size, bos)
                 for row, t in enumerate(chunk):
-                    tries[restart][t] = {
+                    tries[(restart, t)] = {
                         "e": result.e[row],
                         "m": None if result.m is None else result.m[0 if cfg.share_m else row],
                         "score": scores[row], "steps": int(result.steps_run[row]),
@@ -177,6 +185,14 @@ def run_model(stage, name: str, model, tokenizer, results, out, steplog) -> dict
                 rounds.append(([(t, restart) for t in chunk], result))
     bar.close()
     seconds = time.time() - start
+    if ranks.parallel:  # rank 0 takes every rank's texts; the others are done
+        gathered = ranks.gather((tries, rounds, seconds))
+        if not ranks.main:
+            return {}
+        tries = {key: value for part, _, _ in gathered for key, value in part.items()}
+        rounds = [item for _, part, _ in gathered for item in part]
+        seconds = max(part for _, _, part in gathered)
+    tries = [[tries[(r, t)] for t in range(len(targets))] for r in range(cfg.restarts)]
 
     chosen = choose_restarts(tries, cfg)
     records = text_records(targets, tries, chosen, cfg)

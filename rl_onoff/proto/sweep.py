@@ -69,8 +69,11 @@ class Search:
 
 def capacity_search(model, tokenizer, targets: list[list[int]], settings: Settings, seed: int,
                     restarts: int, start: int, batch_size: int, log=None, log_every: int = 10,
-                    bar=None) -> tuple[list[list[Search]], list]:
-    """(searches[restart][text], rounds as [(rows [(text, restart)], Result)] for the curves)."""
+                    bar=None, keys: list | None = None) -> tuple[list[list[Search]], list]:
+    """(searches[restart][text], rounds as [(rows [(text, restart)], Result)] for the curves).
+    `keys[t]` names text t in the random starts (default: t), so a text's search is the same
+    whichever other texts are searched beside it (as when texts are split over processes)."""
+    keys = list(range(len(targets))) if keys is None else keys
     searches = [[Search(levels_for(len(t), start)) for t in targets] for _ in range(restarts)]
     rounds = []
     while True:
@@ -81,7 +84,8 @@ def capacity_search(model, tokenizer, targets: list[list[int]], settings: Settin
         for first in range(0, len(pending), batch_size):
             batch = pending[first:first + batch_size]
             prefixes = [targets[t][:n] for t, _, n in batch]
-            starts = [initial_vectors(model, settings, [(t, n)], seed, r) for t, r, n in batch]
+            starts = [initial_vectors(model, settings, [(keys[t], n)], seed, r)
+                      for t, r, n in batch]
             e0 = torch.cat([e for e, _ in starts])
             m0 = None if starts[0][1] is None else torch.cat([m for _, m in starts])
             if bar is not None:
