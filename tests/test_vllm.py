@@ -104,7 +104,7 @@ def test_greedy_matches_the_hf_backend(setup):
                          ids=["plain", "t0.7-top20"])
 def test_sampler_logprobs_match_an_independent_trainer_computation(setup, keys):
     """vLLM's processed log-probs against log-softmax of the trainer's logits under the same
-    transform, computed here from scratch (a planted raw-logprob mode fails the top-k case)."""
+    transform, computed here from scratch."""
     import torch
 
     vllm_engine, hf_engine, prompt_ids, records = setup
