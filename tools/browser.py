@@ -2,7 +2,7 @@
 
 Used by the browser test, the benchmark and to take the README's screenshot:
 
-    python tools/browser.py docs/viewer.png [--theme dark] [--prompt 28 --sample 0
+    python tools/browser.py docs/viewer_forks.png [--theme dark] [--prompt 28 --sample 0
         --token 9] [-- --config X]
 
 Needs Chromium (Debian: `apt-get install chromium`) and `pip install playwright`;
