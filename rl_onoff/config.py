@@ -422,14 +422,3 @@ def load_config(paths: str | Path | Iterable[str | Path] | None = None,
         config[name]
     return config
 
-
-# Transitional, while the stages move onto their own config modules: the old import names.
-_MOVED = {"SampleConfig": "00_sample", "DistConfig": "01_dist", "VisualizeConfig": "02_visualize",
-          "TreeSearchConfig": "03_tree_search", "ProtoConfig": "04_proto",
-          "EntropyConfig": "05_entropy"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        return section_class(_MOVED[name])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -78,8 +78,10 @@ def append_jsonl(path: Path, records: dict | list[dict]) -> None:
     records = [records] if isinstance(records, dict) else records
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(text)
+    with open(path, "a+b") as handle:
+        if handle.tell() and (handle.seek(-1, os.SEEK_END) or handle.read(1) != b"\n"):
+            text = "\n" + text  # a line cut short by a crash stays apart from the next
+        handle.write(text.encode("utf-8"))
         handle.flush()
 
 

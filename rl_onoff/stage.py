@@ -203,9 +203,14 @@ class Stage:
                                       trust_remote_code=cfg.trust_remote_code)
         info = describe(model, name)
         info["identity"] = model_identity(model, resolve_source(name))
+        self.record_model(name, info)
+        return model, tokenizer
+
+    def record_model(self, name: str, info: dict) -> None:
+        """Keep a model's record (name, source, revision, size, identity) for provenance and
+        the folder's fingerprint; engines that load weights their own way call it too."""
         self.models[name] = info
         self.model_info = info
-        return model, tokenizer
 
     def load_dataset(self) -> list[dict]:
         """The section's dataset as records; an empty selection is a config error."""

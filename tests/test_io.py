@@ -35,3 +35,14 @@ def test_npz_loads_refuse_pickled_arrays(tmp_path):
     np.savez(tmp_path / "objects.npz", ragged=np.array([[1], [2, 3]], dtype=object))
     with pytest.raises(ValueError, match="pickle"):
         io.load_npz(tmp_path / "objects.npz")["ragged"]
+
+
+def test_an_append_after_a_cut_line_starts_a_new_line(tmp_path):
+    """A crash can leave the last line without its newline; the next append must not glue
+    its first record onto it (that record would be lost on reading)."""
+    path = tmp_path / "progress.jsonl"
+    io.append_jsonl(path, {"s": 0})
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write('{"s": 1, "tok')  # killed mid-write
+    io.append_jsonl(path, [{"s": 1}, {"s": 2}])
+    assert io.read_jsonl(path) == [{"s": 0}, {"s": 1}, {"s": 2}]

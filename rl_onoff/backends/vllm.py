@@ -146,8 +146,7 @@ def record_model(stage, source: str, dtype: str, device: str) -> dict:
             "parameters": checkpoint_parameters(source),
             "vocab_size": config.vocab_size, "dtype": dtype, "device": device,
             "identity": model_identity(_ConfigHolder(config), source)}
-    stage.models[cfg.model] = info
-    stage.model_info = info
+    stage.record_model(cfg.model, info)
     return info
 
 

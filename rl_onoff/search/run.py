@@ -62,14 +62,17 @@ def _search(stage) -> dict:
         model, tokenizer = stage.load_model(name)
         loaded[name] = (model, tokenizer, stage.prompts(records, tokenizer, context_length(model)))
     out = stage.claim()
-    for name in OUTPUTS:
-        (out / name).unlink(missing_ok=True)
+    if stage.ranks.main:
+        for name in OUTPUTS:
+            (out / name).unlink(missing_ok=True)
     grid, blind = settings_of(cfg)
     models = {}
     for name, (model, tokenizer, (kept, _, prompt_ids)) in loaded.items():
         scorer = Scorer(tokenizer, cfg.task, cfg.reward, cfg.shaping, cfg.sampling.max_new_tokens)
         models[name] = run_model(stage, name, model, tokenizer, kept, prompt_ids, scorer, grid,
                                  out)
+    if not stage.ranks.main:
+        return {}
     summary = build_summary(models, grid, blind, cfg.reward, cfg.shaping, cfg.bootstrap)
     write_outputs(out, {"format_version": 2, "dataset": dataclasses.asdict(cfg.dataset),
                         "task": dataclasses.asdict(cfg.task), "models": models}, summary, grid)
@@ -105,7 +108,11 @@ def write_outputs(out: Path, results: dict, summary: dict, grid: list[Setting]) 
 
 
 def run_model(stage, name, model, tokenizer, records, prompt_ids, scorer, grid, out: Path) -> dict:
-    """Trees for every setting and seed, greedy, the sampling pools; per question the records."""
+    """Trees for every setting and seed, greedy, the sampling pools; per question the records.
+
+    Questions go in groups of `batch_size`, each group with its own random streams (from the
+    seed and the group's number), so under torchrun a rank that takes every world-th group
+    computes exactly what one process would; rank 0 gathers the groups in order."""
     import torch
     from tqdm import tqdm
 
@@ -114,39 +121,62 @@ def run_model(stage, name, model, tokenizer, records, prompt_ids, scorer, grid, 
     from rl_onoff.search.baseline import distinct_new_tokens, generate_all, sample_pools
 
     cfg: TreeSearchConfig = stage.cfg
+    ranks = stage.ranks
+    groups = ranks.shard([list(range(first, min(first + cfg.batch_size, len(records))))
+                          for first in range(0, len(records), cfg.batch_size)])
+    groups = [(number * ranks.world + ranks.rank, index) for number, index in enumerate(groups)]
+    mine = [q for _, index in groups for q in index]
     references = [r["answer"] for r in records]
     eos_ids = eos_token_ids(model, tokenizer)
     device = next(model.parameters()).device
-    greedy = generate_all(model, tokenizer, prompt_ids, SamplingParams(temperature=0.0),
-                          cfg.sampling.max_new_tokens, eos_ids, cfg.batch_size)
-    greedy = [scored_samples(scorer, [g], ref, cfg)[0] for g, ref in zip(greedy, references)]
-    questions = [{"id": r["id"], "question": r["question"], "reference": r["answer"],
-                  "level": r.get("level"), "greedy": g, "seeds": {}}
-                 for r, g in zip(records, greedy)]
-    log = RolloutLog(stage.run, out / "rollouts.jsonl", name, records)
+    greedy = generate_all(model, tokenizer, [prompt_ids[q] for q in mine],
+                          SamplingParams(temperature=0.0), cfg.sampling.max_new_tokens, eos_ids,
+                          cfg.batch_size)
+    greedy = dict(zip(mine, (scored_samples(scorer, [g], references[q], cfg)[0]
+                             for q, g in zip(mine, greedy))))
+    questions = {q: {"id": records[q]["id"], "question": records[q]["question"],
+                     "reference": records[q]["answer"], "level": records[q].get("level"),
+                     "greedy": greedy[q], "seeds": {}} for q in mine}
+    rollouts = out / (f"rollouts.rank{ranks.rank}.jsonl" if ranks.parallel else "rollouts.jsonl")
+    log = RolloutLog(stage.run, rollouts, name, records)
     for seed in cfg.seed_list:
         torch.manual_seed(seed)
         trees = {}
         for setting in grid:
             log.context = {"seed": seed, "setting": setting.label}
             trees[setting] = search_questions(model, prompt_ids, references, cfg, setting,
-                                              eos_ids, scorer, log, seed, records)
-        budgets = [max(trees[s][q]["budget_tokens"] for s in grid) for q in range(len(records))]
-        with tqdm(desc=f"{SCRIPT} plain sampling {name} seed {seed}", unit="sample") as bar:
-            pools, seconds = sample_pools(
-                model, tokenizer, prompt_ids, budgets, cfg.sampling.params,
-                cfg.sampling.max_new_tokens, eos_ids, cfg.batch_size,
-                [g["num_tokens"] for g in greedy],
-                torch.Generator(device=device).manual_seed(seed * 1_000_003 + 999_983),
-                cfg.rollouts * cfg.max_pool_factor, bar)
-        for q, question in enumerate(questions):
-            samples = scored_samples(scorer, pools[q], references[q], cfg)
-            for sample, new in zip(samples, distinct_new_tokens([g.token_ids for g in pools[q]])):
-                sample["new_tokens"] = new
-            question["seeds"][str(seed)] = {
-                "trees": {s.label: trees[s][q] for s in grid}, "samples": samples,
-                "sampling_seconds": seconds / len(questions)}
-    return {"model": stage.models[name], "questions": questions}
+                                              eos_ids, scorer, log, seed, records, groups,
+                                              ranks.main)
+        budgets = {q: max(trees[s][q]["budget_tokens"] for s in grid) for q in mine}
+        with tqdm(desc=f"{SCRIPT} plain sampling {name} seed {seed}", unit="sample",
+                  disable=not ranks.main) as bar:
+            for group, index in groups:
+                pools, seconds = sample_pools(
+                    model, tokenizer, [prompt_ids[q] for q in index], [budgets[q] for q in index],
+                    cfg.sampling.params, cfg.sampling.max_new_tokens, eos_ids, cfg.batch_size,
+                    [greedy[q]["num_tokens"] for q in index],
+                    torch.Generator(device=device).manual_seed(
+                        seed * 1_000_003 + 999_983 + 7919 * group),
+                    cfg.rollouts * cfg.max_pool_factor, bar)
+                for q, pool in zip(index, pools):
+                    samples = scored_samples(scorer, pool, references[q], cfg)
+                    for sample, new in zip(samples,
+                                           distinct_new_tokens([g.token_ids for g in pool])):
+                        sample["new_tokens"] = new
+                    questions[q]["seeds"][str(seed)] = {
+                        "trees": {s.label: trees[s][q] for s in grid}, "samples": samples,
+                        "sampling_seconds": seconds / len(index)}
+    if ranks.parallel:
+        parts = ranks.gather(questions)
+        if not ranks.main:
+            return {}
+        questions = {q: record for part in parts for q, record in part.items()}
+        with open(out / "rollouts.jsonl", "w", encoding="utf-8") as merged:
+            for rank in range(ranks.world):
+                part = out / f"rollouts.rank{rank}.jsonl"
+                merged.write(part.read_text(encoding="utf-8") if part.is_file() else "")
+                part.unlink(missing_ok=True)
+    return {"model": stage.models[name], "questions": [questions[q] for q in range(len(records))]}
 
 
 def scored_samples(scorer, generated: list, reference: str, cfg: TreeSearchConfig) -> list[dict]:
@@ -190,17 +220,20 @@ class RolloutLog:
 
 
 def search_questions(model, prompt_ids, references, cfg: TreeSearchConfig, setting: Setting,
-                     eos_ids, scorer, log: RolloutLog, seed: int, records) -> list[dict]:
-    """The tree of every question under one setting, `batch_size` trees at a time."""
+                     eos_ids, scorer, log: RolloutLog, seed: int, records, groups,
+                     show: bool = True) -> dict[int, dict]:
+    """The tree of every question of `groups` ([(group number, question ids)]) under one
+    setting, a group's trees together; question id -> its record."""
     from tqdm import tqdm
 
-    out = []
-    with tqdm(total=len(prompt_ids) * cfg.rollouts, desc=f"{SCRIPT} {log.model} seed {seed} "
-              f"{setting.label}", unit="rollout") as bar:
-        for group, first in enumerate(range(0, len(prompt_ids), cfg.batch_size)):
-            index = list(range(first, min(first + cfg.batch_size, len(prompt_ids))))
-            out += search_group(model, index, prompt_ids, references, cfg, setting, eos_ids,
-                                scorer, log, seed * 1_000_003 + group, bar, records)
+    out = {}
+    with tqdm(total=sum(len(index) for _, index in groups) * cfg.rollouts,
+              desc=f"{SCRIPT} {log.model} seed {seed} {setting.label}", unit="rollout",
+              disable=not show) as bar:
+        for group, index in groups:
+            out.update(zip(index, search_group(model, index, prompt_ids, references, cfg, setting,
+                                               eos_ids, scorer, log, seed * 1_000_003 + group,
+                                               bar, records)))
     return out
 
 

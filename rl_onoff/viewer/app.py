@@ -38,7 +38,7 @@ from rl_onoff.viewer.server import exposure
 from rl_onoff.viewer.text import fixed, plain
 
 if TYPE_CHECKING:  # the section's class moves with the config layout; the page only reads it
-    from rl_onoff.config import VisualizeConfig
+    from rl_onoff.viewer.config import VisualizeConfig
 
 SECTION = "02_visualize"
 ICONS = {"correct": "✓", "incorrect": "✗", "truncated": "✂"}  # text: no emoji font needed
