@@ -83,6 +83,7 @@ class Shared:
     model: str = "tiny-arith"           # bundled name, local path or hub id
     revision: Optional[str] = None      # hub revision (branch, tag or commit)
     device: str = "auto"                # auto | cpu | cuda | cuda:N | mps
+    gpus_per_model: int = 1             # >1: spread each model copy over this many GPUs
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     trust_remote_code: bool = False
     seed: int = 0
@@ -93,6 +94,10 @@ class Shared:
                 (self.device.startswith("cuda:") and self.device[5:].isdigit())):
             raise ConfigError(f"{path}.device: got {self.device!r}; allowed: auto, cpu, cuda, "
                               "cuda:N (N a GPU index), mps")
+        positive(self.gpus_per_model, f"{path}.gpus_per_model")
+        if self.gpus_per_model > 1 and self.device not in ("auto", "cuda"):
+            raise ConfigError(f"{path}.gpus_per_model: {self.gpus_per_model} GPUs per model need "
+                              f"device auto or cuda, not {self.device!r}")
 
 
 @dataclass

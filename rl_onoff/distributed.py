@@ -54,12 +54,14 @@ class Ranks:
         dist.all_gather_object(out, value)
         return out
 
-    def device(self, configured: str) -> str:
-        """The device of this rank: under torchrun with CUDA, GPU `local_rank` (cuda:N)."""
+    def device(self, configured: str, gpus_per_model: int = 1) -> str:
+        """The device of this rank: under torchrun with CUDA, its first GPU (cuda:N with
+        N = local_rank x gpus_per_model)."""
         if not self.parallel or configured not in ("auto", "cuda"):
             return configured
         import torch
-        return f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
+        return (f"cuda:{self.local_rank * gpus_per_model}" if torch.cuda.is_available()
+                else "cpu")
 
 
 def from_env() -> Ranks:

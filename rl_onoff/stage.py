@@ -156,7 +156,7 @@ class Stage:
         from rl_onoff import distributed
 
         self.ranks = distributed.from_env()
-        device = self.ranks.device(config[section].device)
+        device = self.ranks.device(config[section].device, config[section].gpus_per_model)
         if device != config[section].device:
             config = config.replace(section, device=device)
         self.script, self.section, self.config = script, section, config
@@ -195,12 +195,17 @@ class Stage:
     # -- loading ----------------------------------------------------------
     def load_model(self, name: str | None = None):
         """(model, tokenizer) of this section (or `name`), recorded for provenance."""
-        from rl_onoff.models import describe, load_model, resolve_source
+        from rl_onoff.models import describe, load_model, replica_gpus, resolve_source
 
         cfg = self.cfg
         name = name or cfg.model
+        gpus = None
+        if cfg.gpus_per_model > 1:
+            import torch
+            gpus = replica_gpus(self.ranks.local_rank, cfg.gpus_per_model,
+                                torch.cuda.device_count())
         model, tokenizer = load_model(name, cfg.device, cfg.dtype, revision=cfg.revision,
-                                      trust_remote_code=cfg.trust_remote_code)
+                                      trust_remote_code=cfg.trust_remote_code, gpus=gpus)
         info = describe(model, name)
         info["identity"] = model_identity(model, resolve_source(name))
         self.record_model(name, info)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rl_onoff.data import load_dataset
-from rl_onoff.data.files import empty_rows, last_boxed
+from rl_onoff.data.files import empty_rows, reference_answer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/rl_onoff"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"no shared data at {SHARED}")
@@ -122,9 +122,10 @@ def test_offline_hub_error_says_to_set_path(monkeypatch):
         load_dataset("math500", split="train")
 
 
-def test_last_boxed_keeps_nested_braces():
-    assert last_boxed("so $\\boxed{1}$, then $\\boxed{\\frac{a}{b}}$.") == "\\frac{a}{b}"
-    assert last_boxed("no box here") == ""
+def test_a_worked_solutions_answer_is_its_last_box_nested_braces_kept():
+    assert reference_answer("so $\\boxed{1}$, then $\\boxed{\\frac{a}{b}}$.") == "\\frac{a}{b}"
+    assert reference_answer("no box here") == "no box here"
+    assert reference_answer("cut \\boxed{12") == ""
 
 
 def test_arith_test_split_is_fixed_and_disjoint_from_train():

@@ -189,3 +189,35 @@ def test_runs_list_skips_a_corrupt_record(tmp_path, capsys):
     assert "ok_1" in captured.out and "bad_1" not in captured.out
     assert f"skipped {bad / 'run.json'}" in captured.err
 
+
+
+def test_01_and_04_refuse_to_overwrite_another_configurations_results(write_config, tmp_path,
+                                                                       tiny_random_model):
+    """A changed setting never overwrites silently; with overwrite, the record matches the data."""
+    from rl_onoff.config import load_config
+    from rl_onoff.distributions import load_distributions, run_dist
+    from rl_onoff.proto.pipeline import run_proto
+    from rl_onoff.stage import StageError
+
+    from test_parallel import dist_config
+
+    out = tmp_path / "01"
+    config = dist_config(write_config, tmp_path, tiny_random_model, out)
+    run_dist(load_config(config, section="01_dist"))
+    before = (out / "distributions.npz").read_bytes()
+    with pytest.raises(StageError, match="top_k: 5 -> 7.*on_config_change"):
+        run_dist(load_config(config, ["01_dist.top_k=7"], section="01_dist"))
+    assert (out / "distributions.npz").read_bytes() == before
+    run_dist(load_config(config, ["01_dist.top_k=7", "01_dist.on_config_change=overwrite"],
+                         section="01_dist"))
+    assert load_distributions(out).array("topk_ids").shape[1] == 7
+    assert read(out, "run_config.json")["config"]["01_dist"]["top_k"] == 7
+
+    proto = tmp_path / "04"
+    section = {"model": tiny_random_model, "texts": [" 3 + 4 = 7"], "steps": 5,
+               "control": False, "output_dir": str(proto)}
+    run_proto(load_config(write_config({"04_proto": section}, name="p.yaml"), section="04_proto"))
+    with pytest.raises(StageError, match="lr: 0.01 -> 0.05"):
+        run_proto(load_config(write_config({"04_proto": {**section, "lr": 0.05}}, name="q.yaml"),
+                              section="04_proto"))
+    assert read(proto, "run_config.json")["config"]["04_proto"]["lr"] == 0.01

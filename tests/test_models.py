@@ -58,3 +58,20 @@ def test_auto_dtype_is_float32_on_cpu():
     assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="allowed auto, float32"):
         resolve_dtype("fp8", "cpu")
+
+
+def test_each_local_rank_gets_its_own_block_of_gpus():
+    """N replicas of M GPUs on a node: rank r takes GPUs r*M .. r*M+M-1, never a shared one."""
+    from rl_onoff.models import replica_gpus
+
+    blocks = [replica_gpus(rank, 2, 8) for rank in range(4)]
+    assert blocks == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    with pytest.raises(ModelLoadError, match="needs 10 GPUs, it has 8"):
+        replica_gpus(4, 2, 8)
+
+
+def test_gpus_per_model_needs_a_gpu_device(write_config):
+    from rl_onoff.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="defaults.gpus_per_model: 2 GPUs per model need"):
+        load_config(write_config({"defaults": {"gpus_per_model": 2, "device": "cpu"}}))

@@ -170,7 +170,7 @@ def checkpoint_parameters(source: str) -> int | None:
     total = 0
     for path in files:
         with safe_open(str(path), framework="np") as handle:
-            for key in handle:
+            for key in handle.keys():
                 count = 1
                 for size in handle.get_slice(key).get_shape():
                     count *= size

@@ -13,6 +13,8 @@ import json
 import logging
 from pathlib import Path
 
+from rl_onoff.tasks.extract import last_boxed
+
 log = logging.getLogger(__name__)
 
 FIELDS = ("id", "question", "answer", "solution", "level", "subject", "source")
@@ -182,7 +184,7 @@ def _record(fields: dict, index: int, label: str, split: str, source: str | None
     record = {
         "id": _text(fields.get("id")) or f"{label}-{split}-{index:06d}",
         "question": _text(fields["question"]),
-        "answer": _answer(fields["answer"]),
+        "answer": reference_answer(fields["answer"]),
         "source": source or _text(fields.get("source")) or label,
     }
     level, subject, solution = (_level(fields.get("level")), _text(fields.get("subject")),
@@ -196,31 +198,15 @@ def _record(fields: dict, index: int, label: str, split: str, source: str | None
     return record
 
 
-def _answer(value) -> str:
+def reference_answer(value) -> str:
     """The final answer: a `target` struct unwrapped, GSM8K's text after '####', or a
     worked solution's last \\boxed{} (how MATH states its answers)."""
     text = _text(value.get("target") if isinstance(value, dict) else value)
     if "####" in text:
         return text.rsplit("####", 1)[1].strip()
     if "\\boxed{" in text:
-        return last_boxed(text)
+        return last_boxed(text) or ""
     return text
-
-
-def last_boxed(text: str) -> str:
-    """The content of the last \\boxed{...} in `text` (nested braces kept), or ""."""
-    at = text.rfind("\\boxed{")
-    if at < 0:
-        return ""
-    start, depth = at + len("\\boxed{"), 0
-    for end in range(start, len(text)):
-        if text[end] == "{":
-            depth += 1
-        elif text[end] == "}":
-            if depth == 0:
-                return text[start:end].strip()
-            depth -= 1
-    return ""
 
 
 def _level(value) -> int | None:

@@ -81,20 +81,49 @@ def load_tokenizer(name: str, revision: str | None = None, trust_remote_code: bo
 
 
 def load_model(name: str, device: str = "auto", dtype: str = "auto", *,
-               revision: str | None = None, trust_remote_code: bool = False):
-    """(model in eval mode on `device`, tokenizer) for a bundled name, local path or hub id."""
+               revision: str | None = None, trust_remote_code: bool = False,
+               gpus: list[int] | None = None):
+    """(model in eval mode on `device`, tokenizer) for a bundled name, local path or hub id.
+    With several `gpus`, the model is spread over them (accelerate's device_map "auto",
+    limited to those GPUs), for models larger than one GPU."""
     from transformers import AutoModelForCausalLM
 
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     source = resolve_source(name)
+    spread = spread_over(gpus) if gpus and len(gpus) > 1 else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            source, revision=revision, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+            source, revision=revision, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+            **spread)
     except OSError as err:
         raise _hub_error(name, err) from err
     tokenizer = load_tokenizer(name, revision=revision, trust_remote_code=trust_remote_code)
-    return model.to(device).eval(), tokenizer
+    return (model if spread else model.to(device)).eval(), tokenizer
+
+
+def replica_gpus(local_rank: int, per_model: int, available: int) -> list[int]:
+    """The GPUs of one model copy: local rank r of a node takes GPUs r*M .. r*M+M-1."""
+    first = local_rank * per_model
+    if first + per_model > available:
+        raise ModelLoadError(f"gpus_per_model {per_model} x {local_rank + 1} processes on this "
+                             f"node needs {first + per_model} GPUs, it has {available}; start "
+                             "fewer processes per node (torchrun --nproc-per-node) or lower "
+                             "gpus_per_model")
+    return list(range(first, first + per_model))
+
+
+def spread_over(gpus: list[int]) -> dict:
+    """from_pretrained's arguments that split a model over `gpus` and nothing else."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("accelerate") is None:
+        raise ModelLoadError("gpus_per_model > 1 spreads the model with accelerate, which is "
+                             "not installed: pip install '.[multi-gpu]'")
+    return {"device_map": "auto",
+            "max_memory": {g: torch.cuda.get_device_properties(g).total_memory for g in gpus}}
 
 
 def describe(model, name: str) -> dict:
