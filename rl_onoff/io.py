@@ -79,8 +79,10 @@ def append_jsonl(path: Path, records: dict | list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     with open(path, "a+b") as handle:
-        if handle.tell() and (handle.seek(-1, os.SEEK_END) or handle.read(1) != b"\n"):
-            text = "\n" + text  # a line cut short by a crash stays apart from the next
+        if handle.seek(0, os.SEEK_END):
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                text = "\n" + text  # a line cut short by a crash stays apart from the next
         handle.write(text.encode("utf-8"))
         handle.flush()
 

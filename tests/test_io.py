@@ -46,3 +46,6 @@ def test_an_append_after_a_cut_line_starts_a_new_line(tmp_path):
         handle.write('{"s": 1, "tok')  # killed mid-write
     io.append_jsonl(path, [{"s": 1}, {"s": 2}])
     assert io.read_jsonl(path) == [{"s": 0}, {"s": 1}, {"s": 2}]
+    io.append_jsonl(path, {"s": 3})  # after a whole line: no blank line in between
+    assert path.read_text().splitlines() == ['{"s": 0}', '{"s": 1, "tok', '{"s": 1}', '{"s": 2}',
+                                             '{"s": 3}']
