@@ -80,20 +80,28 @@ def load_tokenizer(name: str, revision: str | None = None, trust_remote_code: bo
     return tokenizer
 
 
+HEADS = {"causal_lm": "AutoModelForCausalLM",
+         "sequence_classification": "AutoModelForSequenceClassification",  # outcome rewards
+         "token_classification": "AutoModelForTokenClassification"}        # per-step rewards
+
+
 def load_model(name: str, device: str = "auto", dtype: str = "auto", *,
                revision: str | None = None, trust_remote_code: bool = False,
-               gpus: list[int] | None = None):
-    """(model in eval mode on `device`, tokenizer) for a bundled name, local path or hub id.
-    With several `gpus`, the model is spread over them (accelerate's device_map "auto",
-    limited to those GPUs), for models larger than one GPU."""
-    from transformers import AutoModelForCausalLM
+               gpus: list[int] | None = None, head: str = "causal_lm"):
+    """(model in eval mode on `device`, tokenizer) for a bundled name, local path or hub id;
+    `head` picks the model class (a language model, or a reward model's head). With several
+    `gpus`, the model is spread over them (accelerate's device_map "auto", limited to those
+    GPUs), for models larger than one GPU."""
+    import transformers
+
+    auto_class = getattr(transformers, HEADS[head])
 
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     source = resolve_source(name)
     spread = spread_over(gpus) if gpus and len(gpus) > 1 else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model = auto_class.from_pretrained(
             source, revision=revision, dtype=torch_dtype, trust_remote_code=trust_remote_code,
             **spread)
     except OSError as err:

@@ -11,6 +11,8 @@ scorer extracted, which every stage computes anyway). Names:
     truncated    1 when the response hit the token limit instead of ending
     step_check   the share of worked lines `a op b = c` that are arithmetically right
                  (reference-free; 0 with no such line)
+    rm:MODEL     an outcome reward model's score; prm:MODEL a process reward model's lowest
+                 step score (rl_onoff.rewards.reward_model)
 
 `module:function` names a user's function with the same signature. Adding one of ours:
 write the function here (or in a module of this package) and decorate it with
@@ -52,10 +54,18 @@ def register(name: str):
     return wrap
 
 
+_MODELS: dict[str, RewardFn] = {}
+
+
 def get(name: str) -> RewardFn:
-    """A registered reward, or a user's `module:function`."""
+    """A registered reward, a reward model (`rm:` or `prm:` and a hub id or path; see
+    rl_onoff.rewards.reward_model), or a user's `module:function`."""
+    from rl_onoff.rewards.reward_model import ModelReward, is_reward_model
+
     if name in REWARDS:
         return REWARDS[name]
+    if is_reward_model(name):
+        return _MODELS.setdefault(name, ModelReward(name))
     if ":" in name:
         module, attr = name.split(":", 1)
         try:
@@ -67,7 +77,7 @@ def get(name: str) -> RewardFn:
             raise ConfigError(f"reward {name!r} is not a function")
         return fn
     raise ConfigError(f"unknown reward {name!r}{suggest(name, list(REWARDS))}; allowed: "
-                      f"{', '.join(REWARDS)}, or module:function")
+                      f"{', '.join(REWARDS)}, rm:MODEL, prm:MODEL, or module:function")
 
 
 def check_name(name: str, path: str) -> None:

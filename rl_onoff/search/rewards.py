@@ -14,8 +14,12 @@ REFERENCE_FREE = frozenset({"format", "length", "truncated", "step_check"})
 
 
 def uses_reference(reward: str, shaping: dict) -> bool:
-    """Whether selecting by this reward consults the reference (its numbers are oracle)."""
-    return any(name not in REFERENCE_FREE for name in [reward, *shaping])
+    """Whether selecting by this reward consults the reference (its numbers are oracle);
+    reward models (rm:, prm:) never see it."""
+    from rl_onoff.rewards.reward_model import is_reward_model
+
+    return any(name not in REFERENCE_FREE and not is_reward_model(name)
+               for name in [reward, *shaping])
 
 
 @dataclass(frozen=True)
