@@ -107,7 +107,7 @@ def _open_run(directory: Path) -> Distributions:
         raise ViewerError(f"{directory} holds {JSON_NAME} but no {NPZ_NAME}; 01 did not finish "
                           f"there: {FIX}")
     try:
-        run = load_distributions(directory)
+        run = load_distributions(directory, verify=False)  # checked below, once the JSON is
     except json.JSONDecodeError as err:
         raise ViewerError(f"{directory / JSON_NAME} is not valid JSON (line {err.lineno}); "
                           f"the file is damaged: {FIX}") from err
@@ -125,7 +125,8 @@ def _open_run(directory: Path) -> Distributions:
         raise ViewerError(f"{directory} holds no responses (00 sampled none): nothing to show")
     try:
         for name in run.names:
-            run.array(name)  # checks the member's dtype and shape against the JSON; reads nothing
+            run.array(name)  # checks the member's dtype and shape against the JSON
+        run.verify()         # and every member's CRC-32: damage is named, not shown as numbers
     except (ValueError, KeyError, OSError, zipfile.BadZipFile) as err:
         raise ViewerError(f"{directory / NPZ_NAME} cannot be read ({_reason(err)}): "
                           f"{FIX}") from err
