@@ -101,10 +101,16 @@ def row_seeds(count: int, seeds: list[int] | None,
 
 def eos_token_ids(model, tokenizer) -> list[int]:
     """Every id that ends a response: the tokenizer's EOS and the model's declared EOS ids."""
+    return declared_eos_ids(tokenizer, getattr(model, "generation_config", None))
+
+
+def declared_eos_ids(tokenizer, generation_config) -> list[int]:
+    """The tokenizer's EOS and the EOS ids a generation_config declares (none: just the
+    tokenizer's); only EOS is taken from the generation_config, never its sampling."""
     ids = set()
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
-    declared = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    declared = getattr(generation_config, "eos_token_id", None)
     if declared is not None:
         ids.update(int(i) for i in ([declared] if isinstance(declared, int) else declared))
     return sorted(ids)

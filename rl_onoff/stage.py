@@ -241,8 +241,8 @@ class Stage:
                 ) -> tuple[list[dict], list[str], list[list[int]]]:
         """(records, prompt texts, prompt token ids) under the section's task. A prompt that
         the model's context (`limit` tokens; see `context_length`) cannot hold with
-        max_new_tokens is an error, or with
-        `task.on_long_prompt: skip` left out (and counted on the terminal)."""
+        max_new_tokens is an error, or with `task.on_long_prompt: skip` left out (and
+        counted on the terminal)."""
         from rl_onoff.tasks import build_prompt, encode_prompt
 
         task = self.cfg.task

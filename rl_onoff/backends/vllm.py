@@ -117,18 +117,17 @@ def finish_reason(completion) -> str:
 
 
 def checkpoint_eos_ids(source: str, tokenizer, revision: str | None) -> list[int]:
-    """The tokenizer's EOS and the ids the checkpoint's generation_config declares (the same
-    set rl_onoff.generation.eos_token_ids gives the hf loop); only EOS is taken from it."""
+    """The ids that end a response, as the hf loop takes them (rl_onoff.generation), from the
+    checkpoint's files: vLLM holds the model itself."""
     from transformers import GenerationConfig
 
-    ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
+    from rl_onoff.generation import declared_eos_ids
+
     try:
-        declared = GenerationConfig.from_pretrained(source, revision=revision).eos_token_id
+        config = GenerationConfig.from_pretrained(source, revision=revision)
     except OSError:  # no generation_config.json
-        declared = None
-    if declared is not None:
-        ids.update(int(i) for i in ([declared] if isinstance(declared, int) else declared))
-    return sorted(ids)
+        config = None
+    return declared_eos_ids(tokenizer, config)
 
 
 def record_model(stage, source: str, dtype: str, device: str) -> dict:

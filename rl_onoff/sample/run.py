@@ -106,7 +106,8 @@ def _sample(stage) -> dict:
     ranks.barrier()
     if not ranks.main:
         return {}
-    done = {(line["qid"], line["s"]): line for line in _read_progress(out)}
+    if ranks.parallel:  # the other ranks' samples are in their progress files
+        done = {(line["qid"], line["s"]): line for line in _read_progress(out)}
     results = assemble_results(records, prompts, prompt_ids, done, cfg, engine)
     timing.update(load_s=load_seconds, total_s=time.time() - started)
     statistics = compute_statistics(results, cfg, engine.model_info, timing)
