@@ -79,6 +79,12 @@ class EntropyConfig(StageConfig):
     loss_aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum",
                               "seq-mean-token-sum-norm"] = "token-mean"   # verl's loss_agg_mode
     entropy_coef: float = 0.0           # entropy bonus: + coef x the aggregated token entropy
+    clip_epsilon: float = 0.2           # PPO-clip band [1 - eps, 1 + eps_high] (verl's clip_ratio)
+    clip_epsilon_high: Optional[float] = None   # DAPO's asymmetric upper clip; null: clip_epsilon
+    ppo_minibatches: int = 1            # U split into this many minibatches of prompts, a step each
+    ppo_epochs: int = 1                 # passes over the minibatches: k = minibatches x epochs steps
+    kl_coef: float = 0.0                # beta of the KL-to-reference term (reference: theta_0)
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"   # k3: verl's low_var_kl
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = 1e-6                    # eta of the step
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -92,11 +98,17 @@ class EntropyConfig(StageConfig):
     debug: EntropyDebugConfig = field(default_factory=EntropyDebugConfig)
     output_dir: str = "exp/05-entropy/output"
 
+    @property
+    def ppo_steps(self) -> int:
+        """k: the real optimizer steps of one PPO update (minibatches x epochs)."""
+        return self.ppo_minibatches * self.ppo_epochs
+
     def objective(self):
         from rl_onoff.entropy.objective import Objective
 
         return Objective(self.advantage, self.loss_aggregation, self.entropy_coef,
-                         self.sampling.max_new_tokens)
+                         self.sampling.max_new_tokens, self.clip_epsilon, self.clip_epsilon_high,
+                         self.kl_coef, self.kl_estimator)
 
     def check(self, path: str) -> None:
         import importlib.util
@@ -130,6 +142,7 @@ class EntropyConfig(StageConfig):
         if self.adapter is not None and importlib.util.find_spec("peft") is None:
             raise ConfigError(f"{path}.adapter: a LoRA adapter needs the peft package, which is "
                               "not installed: `pip install peft`, or set adapter: null")
+        self._check_ppo(path)
         if not 0 <= self.min_ess_share <= 1:
             raise ConfigError(f"{path}.min_ess_share: got {self.min_ess_share}; allowed: 0 to 1")
         exact = self.exact
@@ -170,3 +183,27 @@ class EntropyConfig(StageConfig):
         if len(set(debug.batch_e_values)) < 3 or min(debug.batch_e_values) < 2:
             raise ConfigError(f"{path}.debug.batch_e_values: got {debug.batch_e_values}; "
                               "allowed: at least 3 different sizes, each >= 2")
+
+    def _check_ppo(self, path: str) -> None:
+        if not 0 < self.clip_epsilon < 1:
+            raise ConfigError(f"{path}.clip_epsilon: got {self.clip_epsilon}; allowed: a number "
+                              "in (0, 1) (the ratio band's lower edge 1 - eps must stay positive)")
+        if self.clip_epsilon_high is not None and self.clip_epsilon_high <= 0:
+            raise ConfigError(f"{path}.clip_epsilon_high: got {self.clip_epsilon_high}; allowed: "
+                              "a positive number, or null (= clip_epsilon)")
+        for key in ("ppo_minibatches", "ppo_epochs"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{path}.{key}: got {getattr(self, key)}; allowed: >= 1")
+        if self.kl_coef < 0:
+            raise ConfigError(f"{path}.kl_coef: got {self.kl_coef}; allowed: >= 0")
+        if self.ppo_steps == 1:
+            return
+        if self.mode not in ("single", "exact"):
+            raise ConfigError(f"{path}.ppo_minibatches/ppo_epochs: {self.ppo_steps} steps are "
+                              f"predicted by modes single and exact only; mode {self.mode} "
+                              "predicts one step: set both to 1, or mode to single or exact")
+        key = "exact.batch_u" if self.mode == "exact" else "batch_u"
+        batch = self.exact.batch_u if self.mode == "exact" else self.batch_u
+        if batch < self.ppo_minibatches:
+            raise ConfigError(f"{path}.ppo_minibatches: got {self.ppo_minibatches}, more than the "
+                              f"{batch} prompts of {path}.{key}; allowed: at most {key}")

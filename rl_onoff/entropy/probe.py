@@ -86,14 +86,19 @@ def policy_gradient_pass(model, groups, settings: ProbeSettings, covariances=Non
                                         covariances)
 
 
-def prepare_update(model, u_groups: list[Group], updater: Updater, settings: ProbeSettings,
-                   timer: PhaseTimer) -> UpdateBatch:
-    """g_U and the direction; refuses a U batch whose rewards never differ within a prompt."""
-    if not settings.objective.entropy_coef and not any(len(set(g.rewards)) > 1 for g in u_groups):
+def require_signal(u_groups: list[Group], objective: Objective) -> None:
+    """Refuse a U batch whose rewards never differ within a prompt (no bonus: no step)."""
+    if not objective.entropy_coef and not any(len(set(g.rewards)) > 1 for g in u_groups):
         raise ValueError(f"no reward signal in the U batch: in each of its {len(u_groups)} prompts "
                          "all responses got the same reward, so the policy gradient is 0. Use more "
                          "prompts or samples (batch_u, num_samples), or a model that is right "
                          "sometimes and wrong sometimes")
+
+
+def prepare_update(model, u_groups: list[Group], updater: Updater, settings: ProbeSettings,
+                   timer: PhaseTimer) -> UpdateBatch:
+    """g_U and the direction; refuses a U batch whose rewards never differ within a prompt."""
+    require_signal(u_groups, settings.objective)
     covariances = []
     with timer("u_gradient"):
         g_u = sum(policy_gradient_pass(model, u_groups, settings, covariances)) / len(u_groups)
@@ -102,6 +107,21 @@ def prepare_update(model, u_groups: list[Group], updater: Updater, settings: Pro
     if timer.log:
         timer.log(f"  |g_U| = {float(g_u.norm()):.4g}, |u| = {float(u.norm()):.4g}")
     return UpdateBatch(u_groups, g_u, u, covariances)
+
+
+def entropy_dots(model, e_groups: list[Group], params, temperature: float,
+                 direction: torch.Tensor) -> tuple[list, dict, dict]:
+    """E's anchors, its batch-mean entropy gradient per kind, and per kind the per-prompt dot
+    products of the entropy gradient with `direction` (their mean is grad H . direction)."""
+    anchors, g_parts, dot_parts = [], {k: 0.0 for k in est.PARTS}, {k: [] for k in est.PARTS}
+    for anchor, grads in est.entropy_gradients(model, e_groups, params, temperature):
+        anchors.append(anchor)
+        for part in est.PARTS:
+            g_parts[part] = g_parts[part] + grads[part] / len(e_groups)
+            dot_parts[part].append(float(grads[part] @ direction))
+    constants = est.ratio_constants(anchors)
+    return (anchors, est.combine(g_parts, *constants),
+            est.combine({k: np.asarray(v) for k, v in dot_parts.items()}, *constants))
 
 
 def probe(model, update: UpdateBatch, e_groups: list[Group], updater: Updater,
@@ -119,15 +139,7 @@ def probe(model, update: UpdateBatch, e_groups: list[Group], updater: Updater,
     g_u, u = update.g_u, update.direction
 
     with timer("e_gradient"):
-        anchors, g_parts, dot_parts = [], {k: 0.0 for k in est.PARTS}, {k: [] for k in est.PARTS}
-        for anchor, grads in est.entropy_gradients(model, e_groups, params, settings.temperature):
-            anchors.append(anchor)
-            for part in est.PARTS:
-                g_parts[part] = g_parts[part] + grads[part] / len(e_groups)
-                dot_parts[part].append(float(grads[part] @ u))
-        constants = est.ratio_constants(anchors)
-        g_h = est.combine(g_parts, *constants)
-        dots = est.combine({k: np.asarray(v) for k, v in dot_parts.items()}, *constants)
+        anchors, g_h, dots = entropy_dots(model, e_groups, params, settings.temperature, u)
     heldout_anchors = None
     if heldout_groups:
         with timer("heldout_anchor"):
@@ -147,11 +159,8 @@ def probe(model, update: UpdateBatch, e_groups: list[Group], updater: Updater,
     for lr in (settings.lr, *settings.sweep_lrs):
         with timer("true_step"):
             updater.step(g_u, lr)
-            moved = parameters_vector(params) - theta0
-            mismatch = float((moved - lr * u).abs().max() / (lr * u).abs().max().clamp_min(1e-300))
-            if mismatch > settings.max_step_mismatch:
-                restore(params, theta0)
-                raise RealStepError(step_mismatch_message(mismatch, settings, params))
+            mismatch = check_real_step(parameters_vector(params) - theta0, lr * u, theta0,
+                                       settings, params)
             step = {"lr": lr, "mismatch": mismatch,
                     "linearisation": est.entropy_changes(model, e_groups, anchors,
                                                          settings.temperature)}
@@ -174,6 +183,17 @@ def probe(model, update: UpdateBatch, e_groups: list[Group], updater: Updater,
         result["_arrays"] = {"g_u": g_u, "direction": u,
                              **{f"grad_h_{k}": g_h[k] for k in est.KINDS}}
     return result
+
+
+def check_real_step(moved: torch.Tensor, predicted: torch.Tensor, theta0: torch.Tensor,
+                    settings: ProbeSettings, params) -> float:
+    """Max relative difference of the real step from the predicted one; above the limit the
+    weights go back to theta0 and RealStepError says what to set."""
+    mismatch = float((moved - predicted).abs().max() / predicted.abs().max().clamp_min(1e-300))
+    if mismatch > settings.max_step_mismatch:
+        restore(params, theta0)
+        raise RealStepError(step_mismatch_message(mismatch, settings, params))
+    return mismatch
 
 
 def step_mismatch_message(mismatch: float, settings: ProbeSettings, params) -> str:

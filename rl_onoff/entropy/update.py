@@ -53,7 +53,7 @@ class Updater:
         moments are not stored, two model-sized vectors saved)."""
         if self.spec.name == "sgd" or self.saved_state is None:
             return None, None, 0
-        opt = self._optimizer(1.0)
+        opt = self.optimizer(1.0)
         states = [opt.state[p] for p in self.params]
         m = flat([s["exp_avg"] for s in states], self.params)
         v = flat([s["exp_avg_sq"] for s in states], self.params)
@@ -63,7 +63,9 @@ class Updater:
                              f"step counts {sorted(steps)}")
         return m, v, steps.pop()
 
-    def _optimizer(self, lr: float) -> torch.optim.Optimizer:
+    def optimizer(self, lr: float) -> torch.optim.Optimizer:
+        """A torch optimizer over the parameters, from the saved state when there is one (a PPO
+        path keeps one across its steps, so the moments carry)."""
         opt = self.spec.torch_optimizer(self.params, lr)
         if self.saved_state is not None:
             opt.load_state_dict(self.saved_state)
@@ -92,12 +94,16 @@ class Updater:
 
     def step(self, grad: torch.Tensor, lr: float) -> None:
         """One real optimizer step with learning rate `lr` on ascent gradient `grad`."""
-        opt = self._optimizer(lr)
-        for p, g in zip(self.params, unflat(-grad, self.params)):
-            p.grad = g.detach().clone().to(p.dtype)
-        opt.step()
-        for p in self.params:
-            p.grad = None
+        ascend(self.optimizer(lr), self.params, grad)
+
+
+def ascend(opt: torch.optim.Optimizer, params, grad: torch.Tensor) -> None:
+    """One step of `opt` up the flat ascent gradient `grad` (it minimises -J)."""
+    for p, g in zip(params, unflat(-grad, params)):
+        p.grad = g.detach().clone().to(p.dtype)
+    opt.step()
+    for p in params:
+        p.grad = None
 
 
 def parameters_vector(params) -> torch.Tensor:
