@@ -3,6 +3,7 @@
     python benchmarks/bench_sample.py                        # all three sections, CPU
     python benchmarks/bench_sample.py --sections mixed --mixed-prompts 32 --mixed-max 192
     python benchmarks/bench_sample.py --sections loop --random-qwen --device cuda --dtype bfloat16
+    python benchmarks/bench_sample.py --sections mixed --mixed-vllm   # in vLLM's venv (.ci/vllm.sh)
 
 Sections:
   sampler  the per-row random streams (rl_onoff.generation.sample_rows: a counter-based
@@ -15,19 +16,53 @@ Sections:
            response has about --mixed-median tokens, capped at --mixed-max. Our loop with
            finished rows dropped from the batch against the same loop keeping them until
            the longest row ends; both draw the same tokens (checked), so useful tokens/s
-           (tokens of the responses, per second) compare directly.
-Each side reports the median wall time and the median CPU time (all threads) of its repeats.
+           (tokens of the responses, per second) compare directly. --mixed-vllm adds
+           vLLM's engine as a third side (run it where vllm is installed): the same
+           weights (saved to a temporary folder), prompts, seeds, EOS, cap and bias (a
+           vLLM logits processor adding the same constant to the EOS logit), default
+           engine (its own worker process, prefix caching on, chunked prefill off as
+           00 sets it on a CPU). Its samples are its own (another random stream), so its
+           length distribution is printed beside ours.
+Each side reports the median wall time and the median CPU time (all threads, and child
+processes such as vLLM's engine) of its repeats.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
+import tempfile
 import time
 from typing import Callable
 
+import psutil
 import torch
+
+EOS_BIAS_ENV = "BENCH_SAMPLE_EOS_BIAS"  # "eos_id bias": read by vLLM's engine process
+
+try:  # vLLM's engine process unpickles the processor class from here: it must be top level
+    from vllm.v1.sample.logits_processor import LogitsProcessor
+except ImportError:
+    LogitsProcessor = None
+else:
+    class EosBias(LogitsProcessor):
+        """Adds the bias in $BENCH_SAMPLE_EOS_BIAS to the EOS logit, as the HF side's hook does."""
+
+        def __init__(self, vllm_config, device, is_pin_memory):
+            eos, bias = os.environ[EOS_BIAS_ENV].split()
+            self.eos, self.bias = int(eos), float(bias)
+
+        def is_argmax_invariant(self) -> bool:
+            return False
+
+        def update_state(self, batch_update) -> None:
+            pass
+
+        def apply(self, logits: torch.Tensor) -> torch.Tensor:
+            logits[:, self.eos] += self.bias
+            return logits
 
 
 def random_qwen(device: str, dtype):
@@ -62,26 +97,42 @@ def interleaved(sides: dict[str, Callable[[], None]], repeats: int,
         for name, fn in sides.items():
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            wall, cpu = time.perf_counter(), time.process_time()
+            wall, cpu = time.perf_counter(), cpu_seconds()
             fn()
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+            times[name].append((time.perf_counter() - wall, cpu_seconds() - cpu))
     return times
 
 
-def report(times: dict[str, list[tuple[float, float]]], work: float, unit: str) -> None:
-    """Per side: `work` per median second (wall and CPU); then the ratios of the first side to
-    the others (> 1: the first side is faster)."""
-    medians = {name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
-               for name, t in times.items()}
-    for name, (wall, cpu) in medians.items():
-        print(f"  {name:<34} wall {wall:8.3f} s ({work / wall:9.1f} {unit}/s)   "
-              f"CPU {cpu:8.3f} s ({work / cpu:9.1f} {unit}/CPU-s)")
-    first, *others = medians
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its live child processes."""
+    me = psutil.Process()
+    total = 0.0
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def report(times: dict[str, list[tuple[float, float]]], work: float | dict[str, float],
+           unit: str) -> None:
+    """Per side: its `work` (one number, or one per side) per median second, wall and CPU;
+    then the first side's rate over each other's (> 1: the first side is faster)."""
+    rates = {}
+    for name, t in times.items():
+        done = work[name] if isinstance(work, dict) else work
+        wall, cpu = statistics.median(w for w, _ in t), statistics.median(c for _, c in t)
+        rates[name] = (done / wall, done / cpu)
+        print(f"  {name:<34} wall {wall:8.3f} s ({rates[name][0]:9.1f} {unit}/s)   "
+              f"CPU {cpu:8.3f} s ({rates[name][1]:9.1f} {unit}/CPU-s)")
+    first, *others = rates
     for name in others:
-        print(f"  speed ratio {first} / {name}: wall {medians[name][0] / medians[first][0]:.3f}, "
-              f"CPU {medians[name][1] / medians[first][1]:.3f}")
+        print(f"  speed ratio {first} / {name}: wall {rates[first][0] / rates[name][0]:.3f}, "
+              f"CPU {rates[first][1] / rates[name][1]:.3f}")
 
 
 def bench_sampler(args, device: str) -> None:
@@ -174,32 +225,81 @@ def bench_mixed(args, device: str) -> None:
                for n in torch.randint(16, 65, (args.mixed_prompts,), generator=rng)]
     eos = model.config.eos_token_id
     bias = eos_bias_for_median(model, prompts, eos, args.mixed_median)
-
-    def add_eos_bias(_module, _inputs, logits):
-        logits[..., eos] += bias
-        return logits
-
-    model.lm_head.register_forward_hook(add_eos_bias)
-    tokenizer = type("PadOnly", (), {"pad_token_id": 0})()
     seeds = list(range(len(prompts)))
-    results = {}
+    with tempfile.TemporaryDirectory() as folder:
+        vllm_side = vllm_mixed_side(model, folder, prompts, seeds, eos, bias, args, device) \
+            if args.mixed_vllm else None
 
-    def run(drop: bool):
-        results[drop] = generate(model, tokenizer, prompts, SamplingParams(), args.mixed_max,
-                                 eos_ids=[eos], seeds=seeds, drop_finished=drop)
+        def add_eos_bias(_module, _inputs, logits):
+            logits[..., eos] += bias
+            return logits
 
-    times = interleaved({"finished rows dropped": lambda: run(True),
-                         "finished rows kept (static batch)": lambda: run(False)},
-                        args.repeats, device)
-    same = [g.token_ids for g in results[True]] == [g.token_ids for g in results[False]]
-    lengths = sorted(len(g.token_ids) for g in results[True])
-    useful = sum(lengths)
+        model.lm_head.register_forward_hook(add_eos_bias)
+        tokenizer = type("PadOnly", (), {"pad_token_id": 0})()
+        results = {}
+
+        def run(drop: bool, count: int = len(prompts), cap: int = args.mixed_max):
+            results[drop] = generate(model, tokenizer, prompts[:count], SamplingParams(), cap,
+                                     eos_ids=[eos], seeds=seeds[:count], drop_finished=drop)
+            return [g.token_ids for g in results[drop]]
+
+        sides = {"HF loop, finished rows dropped": lambda: run(True),
+                 "HF loop, finished rows kept": lambda: run(False)}
+        run(True, 4, 8)  # warm-up
+        if vllm_side is not None:
+            vllm_side(4, 8)
+            sides["vLLM (CPU build)"] = vllm_side
+        outputs = {}
+
+        def keep(name, fn):
+            return lambda: outputs.__setitem__(name, fn())
+
+        times = interleaved({name: keep(name, fn) for name, fn in sides.items()},
+                            args.repeats, device)
+    names = list(sides)
+    same = sum(a == b for a, b in zip(outputs[names[0]], outputs[names[1]]))
     print(f"mixed: random Llama {size / 1e6:.0f}M params, device {device}, fp32, "
-          f"{len(prompts)} prompts, lengths median {statistics.median(lengths):.0f} max "
-          f"{lengths[-1]} (cap {args.mixed_max}), {useful} useful tokens, "
-          f"{len(prompts) * lengths[-1]} row-steps in a static batch; "
-          f"{args.repeats} interleaved repeats; same tokens both ways: {same}")
-    report(times, useful, "useful tokens")
+          f"{torch.get_num_threads()} torch threads, {len(prompts)} prompts, EOS bias "
+          f"{bias:.2f} (aimed at median {args.mixed_median:g}), cap {args.mixed_max}; "
+          f"{args.repeats} interleaved repeats; rows the two HF sides drew identically: "
+          f"{same}/{len(prompts)} (a flat random model: the batch's size moves fp32 logits by "
+          "~1e-6, which now and then moves a draw across a token's tiny CDF interval)")
+    for name in names:
+        lengths = sorted(map(len, outputs[name]))
+        print(f"  lengths, {name:<31} median {statistics.median(lengths):5.0f}  mean "
+              f"{statistics.mean(lengths):6.1f}  p90 {lengths[int(0.9 * len(lengths))]:4d}  "
+              f"max {lengths[-1]:4d}  at cap {sum(n == args.mixed_max for n in lengths):3d}  "
+              f"useful tokens {sum(lengths)}")
+    report(times, {name: sum(map(len, outputs[name])) for name in names},
+                    "useful tokens")
+
+
+def vllm_mixed_side(model, folder: str, prompts, seeds, eos: int, bias: float, args,
+                    device: str) -> Callable[..., list[list[int]]]:
+    """A function (count, cap) -> token ids that runs the first `count` prompts through vLLM,
+    on `model`'s weights saved to `folder`, with `bias` added to the EOS logit."""
+    if LogitsProcessor is None:
+        raise SystemExit("--mixed-vllm needs vllm: run this in vLLM's venv (.ci/vllm.sh)")
+    import vllm
+
+    from rl_onoff.backends.vllm_config import VLLMConfig
+
+    model.save_pretrained(folder)
+    os.environ[EOS_BIAS_ENV] = f"{eos} {bias!r}"
+    engine = VLLMConfig(kv_cache_gb=args.kv_cache_gb, enforce_eager=args.vllm_eager)
+    llm = vllm.LLM(model=folder, dtype="float32", seed=0, skip_tokenizer_init=True,
+                   generation_config="vllm", logits_processors=[EosBias],
+                   **engine.engine_kwargs(device))
+
+    def run(count: int = len(prompts), cap: int = args.mixed_max) -> list[list[int]]:
+        params = [vllm.SamplingParams(n=1, temperature=1.0, seed=seed, max_tokens=cap,
+                                      stop_token_ids=[eos], detokenize=False)
+                  for seed in seeds[:count]]
+        requests = [vllm.inputs.TokensPrompt(prompt_token_ids=p) for p in prompts[:count]]
+        return [list(r.outputs[0].token_ids)
+                for r in llm.generate(requests, params, use_tqdm=False)]
+
+    return run
 
 
 def main() -> None:
@@ -218,6 +318,9 @@ def main() -> None:
     parser.add_argument("--mixed-prompts", type=int, default=64)
     parser.add_argument("--mixed-median", type=float, default=100)
     parser.add_argument("--mixed-max", type=int, default=384)
+    parser.add_argument("--mixed-vllm", action="store_true", help="add vLLM as a side (mixed)")
+    parser.add_argument("--vllm-eager", action="store_true", help="vLLM without compilation")
+    parser.add_argument("--kv-cache-gb", type=float, default=2.0, help="vLLM's KV cache (CPU)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     sections = {"sampler": bench_sampler, "loop": bench_loop, "mixed": bench_mixed}

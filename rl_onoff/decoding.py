@@ -189,23 +189,31 @@ def _mass_above(mass: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 def _histogram_threshold(shifted, probs, target, bins_out) -> torch.Tensor:
     """top-p's threshold (rows, 1) where the nucleus is large: the mass per bin of the
     probabilities' float bits locates the bin where the mass from the top reaches `target`
-    (rows, 1); only that bin's values are sorted."""
+    (rows, 1); only that bin's values are sorted (all rows' members in one sort)."""
     bins = torch.bitwise_right_shift(probs.view(torch.int32), MASS_SHIFT, out=bins_out)
     hist = torch.zeros((len(probs), MASS_BINS), device=probs.device).scatter_add_(1, bins, probs)
     at_or_above = hist.flip(-1).cumsum(-1).flip(-1)
     target = torch.minimum(target, at_or_above[:, :1])  # rounding: the total reaches it
     crossing = (at_or_above >= target).sum(-1, keepdim=True) - 1  # the lowest such bin
     above = torch.cat([at_or_above[:, 1:], torch.zeros_like(at_or_above[:, :1])], 1)
-    above = above.gather(1, crossing)
+    above = above.gather(1, crossing)[:, 0].double()
     rows, members = _where_true(bins, crossing.int())
-    counts = torch.bincount(rows, minlength=len(probs)).tolist()
-    threshold = torch.empty((len(probs), 1), device=probs.device)
-    masses = probs[rows, members].split(counts)
-    for row, (ids, mass) in enumerate(zip(members.split(counts), masses)):
-        values, order = shifted[row, ids].sort(descending=True)
-        mass_above = above[row] + _mass_above(mass[order][None], values[None])[0]
-        threshold[row] = values[int((mass_above < target[row]).sum()) - 1]
-    return threshold
+    values = shifted[rows, members]
+    # members in row order, each row's by value descending (two stable sorts)
+    order = values.sort(descending=True, stable=True).indices
+    order = order[rows[order].sort(stable=True).indices]
+    rows, values = rows[order], values[order]
+    mass = probs[rows, members[order]].double()
+    counts = torch.bincount(rows, minlength=len(probs))
+    first = counts.cumsum(0) - counts  # each row's first position
+    before = mass.cumsum(0) - mass  # float64: the sums run across rows
+    new_group = torch.ones_like(rows, dtype=torch.bool)
+    new_group[1:] = (values[1:] != values[:-1]) | (rows[1:] != rows[:-1])
+    position = torch.arange(len(rows), device=rows.device)
+    group_start = torch.where(new_group, position, 0).cummax(0).values
+    mass_above = above[rows] + before[group_start] - before[first[rows]]
+    kept = torch.bincount(rows[mass_above < target[rows, 0]], minlength=len(probs))
+    return values[first + kept - 1][:, None]
 
 
 def _where_true(bins: torch.Tensor, wanted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
