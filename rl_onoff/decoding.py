@@ -125,15 +125,16 @@ def keep_threshold(shifted: torch.Tensor, params: SamplingParams,
     return _filter(shifted, params, top, None)[0]
 
 
-def _filter(shifted, params, top, buffers) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(keep_threshold, and exp(shifted / T) over the top-k set when top-p needed the whole
-    rows for its total, else None). `buffers`: None, or an fp32 and an int32 buffer the size
-    of `shifted` for the probabilities and their histogram bins."""
+def _filter(shifted, params, top, buffers) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """(keep_threshold; exp(shifted / T) over the top-k set when top-p needed the whole rows
+    for its total, else None; whether those are already 0 below keep_threshold).
+    `buffers`: None, or an fp32 and an int32 buffer the size of `shifted` for the
+    probabilities and their histogram bins."""
     rows, vocab = shifted.shape
     threshold = shifted.new_full((rows, 1), NEG_INF)
     if 0 < params.top_k < vocab:
         threshold = top[:, params.top_k - 1:params.top_k]
-    probs = None
+    probs, masked = None, False
     if params.top_p < 1.0:
         temperature, top_p = params.temperature, params.top_p
         block_mass = torch.where(top >= threshold, (top / temperature).exp(), 0.0)
@@ -150,14 +151,18 @@ def _filter(shifted, params, top, buffers) -> tuple[torch.Tensor, torch.Tensor |
         open_rows = ((kept == top.shape[1])[:, 0] & ~inside).nonzero()[:, 0]
         if len(open_rows) == rows:
             nucleus = _histogram_threshold(shifted, probs, top_p * total,
-                                           None if buffers is None else buffers[1])
+                                           None if buffers is None else buffers[1],
+                                           zero_below=True)
+            masked = True
         elif len(open_rows):
             nucleus[open_rows] = _histogram_threshold(shifted[open_rows], probs[open_rows],
                                                       top_p * total[open_rows], None)
         threshold = torch.maximum(threshold, nucleus)
     if params.min_p > 0:
-        threshold = threshold.clamp(min=params.temperature * math.log(params.min_p))
-    return threshold, probs
+        floor = params.temperature * math.log(params.min_p)
+        masked = masked and bool((threshold >= floor).all())
+        threshold = threshold.clamp(min=floor)
+    return threshold, probs, masked
 
 
 def _ends_inside(top: torch.Tensor, threshold: torch.Tensor, vocab: int) -> torch.Tensor:
@@ -169,10 +174,21 @@ def _ends_inside(top: torch.Tensor, threshold: torch.Tensor, vocab: int) -> torc
 
 def _row_probs(shifted, temperature, threshold, out) -> torch.Tensor:
     """exp(shifted / T) over the whole rows, 0 below `threshold`; into `out` if given."""
-    out = torch.mul(shifted, 1 / temperature, out=out)
-    if bool(threshold.isfinite().any()):
-        torch.where(shifted >= threshold, out, out.new_tensor(NEG_INF), out=out)
-    return out.exp_()
+    if not bool(threshold.isfinite().any()):
+        return torch.mul(shifted, 1 / temperature, out=out).exp_()
+    if out is None:
+        out = torch.empty_like(shifted)
+    _zero_below(out, shifted, threshold, NEG_INF)
+    return out.mul_(1 / temperature).exp_()
+
+
+def _zero_below(out, values, threshold, fill: float) -> None:
+    """out = values, with `fill` where values < threshold (rows, 1); `out` may be `values`.
+    One row at a time with torch.threshold (a value > the float just below the threshold is
+    one >= it): several times cheaper than a comparison mask and a where on a CPU."""
+    below = torch.nextafter(threshold[:, 0], threshold.new_tensor(NEG_INF))
+    for row, limit in enumerate(below.tolist()):
+        torch.threshold(values[row], limit, fill, out=out[row])
 
 
 def _mass_above(mass: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -186,10 +202,11 @@ def _mass_above(mass: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return before.gather(1, group_start)
 
 
-def _histogram_threshold(shifted, probs, target, bins_out) -> torch.Tensor:
+def _histogram_threshold(shifted, probs, target, bins_out, zero_below=False) -> torch.Tensor:
     """top-p's threshold (rows, 1) where the nucleus is large: the mass per bin of the
     probabilities' float bits locates the bin where the mass from the top reaches `target`
-    (rows, 1); only that bin's values are sorted (all rows' members in one sort)."""
+    (rows, 1); only that bin's values are sorted (all rows' members in one sort).
+    `zero_below`: also set `probs` to 0 where `shifted` is below the threshold, in place."""
     bins = torch.bitwise_right_shift(probs.view(torch.int32), MASS_SHIFT, out=bins_out)
     hist = torch.zeros((len(probs), MASS_BINS), device=probs.device).scatter_add_(1, bins, probs)
     at_or_above = hist.flip(-1).cumsum(-1).flip(-1)
@@ -213,7 +230,17 @@ def _histogram_threshold(shifted, probs, target, bins_out) -> torch.Tensor:
     group_start = torch.where(new_group, position, 0).cummax(0).values
     mass_above = above[rows] + before[group_start] - before[first[rows]]
     kept = torch.bincount(rows[mass_above < target[rows, 0]], minlength=len(probs))
-    return values[first + kept - 1][:, None]
+    last = first + kept - 1
+    threshold = values[last][:, None]
+    if zero_below:
+        # probabilities rise with the logits, so every token below the threshold has a
+        # probability at most the threshold token's: zero those strictly below it, then the
+        # crossing bin's members below the threshold (ties in probability included)
+        members = members[order]
+        _zero_below(probs, probs, probs[torch.arange(len(probs)), members[last]][:, None], 0.0)
+        dropped = values < threshold[rows, 0]
+        probs[rows[dropped], members[dropped]] = 0.0
+    return threshold
 
 
 def _where_true(bins: torch.Tensor, wanted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,8 +276,8 @@ def sampled_stats(shifted: torch.Tensor, targets: torch.Tensor, params: Sampling
         size = rows * vocab
         buffers = (buffers[0].view(-1)[:size].view(rows, vocab),
                    buffers[1].view(-1)[:size].view(torch.int32).view(rows, vocab))
-    threshold, probs = (_filter(shifted, params, top, buffers) if params.filters
-                        else (shifted.new_full((rows, 1), NEG_INF), None))
+    threshold, probs, masked = (_filter(shifted, params, top, buffers) if params.filters
+                                else (shifted.new_full((rows, 1), NEG_INF), None, False))
     log_total = torch.empty(rows, device=shifted.device)
     mean_scaled = torch.empty(rows, device=shifted.device)
     inside = _ends_inside(top, threshold, vocab)
@@ -266,10 +293,11 @@ def sampled_stats(shifted: torch.Tensor, targets: torch.Tensor, params: Sampling
         if probs is None:
             probs = _row_probs(part, temperature, limit,
                                None if buffers is None else buffers[0])
-        elif len(rest) < rows:
-            probs = probs[rest]
-        if bool(limit.isfinite().any()):
-            torch.where(part >= limit, probs, probs.new_tensor(0.0), out=probs)
+        else:
+            if len(rest) < rows:
+                probs = probs[rest]
+            if not masked and bool(limit.isfinite().any()):
+                probs = probs.where(part >= limit, 0.0)
         total = probs.sum(-1)
         dot = torch.linalg.vecdot(probs, part) / temperature
         log_total[rest], mean_scaled[rest] = total.log(), dot / total

@@ -216,7 +216,7 @@ def test_filters_equal_a_full_sort(params, monkeypatch):
     calls = []
     histogram = decoding._histogram_threshold
     monkeypatch.setattr(decoding, "_histogram_threshold",
-                        lambda *a: calls.append(1) or histogram(*a))
+                        lambda *a, **k: calls.append(1) or histogram(*a, **k))
     gen = torch.Generator().manual_seed(0)
     for vocab, scale in ((5000, 4.0), (5000, 0.3), (151_936, 0.3)):
         logits = (torch.randn(4, vocab, generator=gen) * scale * 4).round() / 4
