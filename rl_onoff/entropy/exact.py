@@ -78,35 +78,74 @@ def sample_groups(policy: TabularPolicy, count: int, g: int, max_length: int,
     return groups
 
 
+class ExactTruth:
+    """The exact entropies of the policy as it is now, and their gradients in its logits."""
+
+    def __init__(self, enum: Enumeration, policy: TabularPolicy):
+        self.enum, self.policy = enum, policy
+
+    def __call__(self) -> dict[str, float]:
+        with torch.no_grad():
+            return {k: float(v) for k, v in self.enum.entropies(self.policy.z).items()}
+
+    def gradients(self) -> dict[str, torch.Tensor]:
+        z = self.policy.z.detach().clone().requires_grad_(True)
+        h = self.enum.entropies(z)
+        return {k: torch.autograd.grad(h[k], z, retain_graph=True)[0].reshape(-1) for k in KINDS}
+
+
+@dataclasses.dataclass
+class Setup:
+    """What every exact run shares: the tabular policy, its enumeration, the optimizer."""
+    policy: TabularPolicy
+    enum: Enumeration
+    truth: ExactTruth
+    updater: Updater
+    settings: ProbeSettings
+
+    @classmethod
+    def of(cls, cfg) -> "Setup":
+        c = cfg.exact
+        gen = torch.Generator().manual_seed(cfg.seed)
+        policy = TabularPolicy(torch.randn(c.vocab, c.vocab, generator=gen, dtype=torch.float64))
+        enum = Enumeration(c.vocab, c.max_length)
+        updater = Updater(trainable(policy), OptimizerSpec(cfg.optimizer, tuple(cfg.betas),
+                                                           cfg.eps, cfg.weight_decay))
+        objective = dataclasses.replace(cfg.objective(), max_new_tokens=c.max_length)
+        settings = ProbeSettings(lr=c.lr, objective=objective, min_ess_share=cfg.min_ess_share)
+        return cls(policy, enum, ExactTruth(enum, policy), updater, settings)
+
+    def sample(self, cfg, count: int, generator: torch.Generator, score: bool) -> list[Group]:
+        c = cfg.exact
+        return sample_groups(self.policy, count, c.num_samples, c.max_length, generator, score)
+
+    def describe(self, cfg) -> dict:
+        c = cfg.exact
+        return {"vocab": c.vocab, "max_length": c.max_length,
+                "responses": len(self.enum.responses), "entropy": self.truth()}
+
+
 def run_exact(cfg, progress: bool = True) -> dict:
-    """`cfg.exact.runs` probe runs on the tabular policy; per-run rows and the verdicts."""
+    """`cfg.exact.runs` probe runs on the tabular policy; per-run rows and the verdicts
+    (k > 1 PPO steps: `exact_path.run_exact_path`)."""
     from tqdm import tqdm
 
-    c = cfg.exact
-    gen = torch.Generator().manual_seed(cfg.seed)
-    policy = TabularPolicy(torch.randn(c.vocab, c.vocab, generator=gen, dtype=torch.float64))
-    enum = Enumeration(c.vocab, c.max_length)
-    params = trainable(policy)
-    updater = Updater(params, OptimizerSpec(cfg.optimizer, tuple(cfg.betas), cfg.eps,
-                                            cfg.weight_decay))
-    objective = dataclasses.replace(cfg.objective(), max_new_tokens=c.max_length)
-    settings = ProbeSettings(lr=c.lr, objective=objective,
-                             min_ess_share=cfg.min_ess_share)
-    z = policy.z.detach().clone().requires_grad_(True)
-    exact_h = enum.entropies(z)
-    grad_h = {k: torch.autograd.grad(exact_h[k], z, retain_graph=True)[0].reshape(-1)
-              for k in KINDS}
+    if cfg.ppo_steps > 1:
+        from rl_onoff.entropy.exact_path import run_exact_path
 
-    def exact() -> dict[str, float]:
-        with torch.no_grad():
-            return {k: float(v) for k, v in enum.entropies(policy.z).items()}
+        return run_exact_path(cfg, progress)
+    c = cfg.exact
+    setup = Setup.of(cfg)
+    policy, updater, settings = setup.policy, setup.updater, setup.settings
+    grad_h = setup.truth.gradients()
+    exact = setup.truth
 
     rows, skipped = [], 0
     for r in tqdm(range(c.runs), desc="05-entropy exact", unit="run", disable=not progress):
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + r)
-        u_groups = sample_groups(policy, c.batch_u, c.num_samples, c.max_length, gen, True)
-        e_groups = sample_groups(policy, c.batch_e, c.num_samples, c.max_length, gen, False)
-        h_groups = sample_groups(policy, c.batch_e, c.num_samples, c.max_length, gen, False)
+        u_groups = setup.sample(cfg, c.batch_u, gen, True)
+        e_groups = setup.sample(cfg, c.batch_e, gen, False)
+        h_groups = setup.sample(cfg, c.batch_e, gen, False)
         try:
             update = prepare_update(policy, u_groups, updater, settings, PhaseTimer())
         except ValueError:   # no reward signal in U: no step to predict
@@ -127,10 +166,8 @@ def run_exact(cfg, progress: bool = True) -> dict:
     if len(rows) < 3:
         raise RuntimeError(f"exact: only {len(rows)} of {c.runs} runs had a reward signal in U")
     kinds = {kind: summarise_kind([row[kind] for row in rows], c.alpha, c.batch_e) for kind in KINDS}
-    return {"runs": rows, "skipped_no_signal": skipped, "policy": {
-        "vocab": c.vocab, "max_length": c.max_length, "responses": len(enum.responses),
-        "entropy": {k: float(v.detach()) for k, v in exact_h.items()}}, "lr": c.lr, "alpha": c.alpha,
-        "kinds": kinds}
+    return {"runs": rows, "skipped_no_signal": skipped, "policy": setup.describe(cfg), "lr": c.lr,
+            "alpha": c.alpha, "kinds": kinds}
 
 
 def summarise_kind(rows: list[dict], alpha: float, prompts: int) -> dict:

@@ -184,6 +184,8 @@ def fixed_update(s: Session, out: Path) -> UpdateBatch:
 def mode_single(s: Session, out: Path, run) -> dict:
     from tqdm import tqdm
 
+    if s.cfg.ppo_steps > 1:
+        return mode_single_path(s, out, run)
     bar = tqdm(total=8, desc=f"{SCRIPT} single", unit="phase")
     result = one_run(s, out / "runs" / "run-000", e_index=0, batch_e=s.cfg.batch_e, bar=bar)
     bar.close()
@@ -198,6 +200,46 @@ def mode_single(s: Session, out: Path, run) -> dict:
     alpha = s.cfg.sanity_check.alpha
     return {"result": {k: result[k] for k in ("entropy", "delta_h1", "held_out",
                                               "linearisation_check", "theory", "update", "timings")},
+            "agrees_with_held_out": {k: result["held_out"][k]["p"] >= alpha for k in KINDS},
+            "alpha": alpha, "low_ess": result["held_out"]["ess"]["low"]}
+
+
+def mode_single_path(s: Session, out: Path, run) -> dict:
+    """`single` with k = ppo_minibatches x ppo_epochs > 1: the same question (what one update
+    does to the entropy) for a PPO update of k steps, predicted along its path."""
+    from tqdm import tqdm
+
+    from rl_onoff.entropy.path import PathSettings, ppo_path
+
+    cfg, path = s.cfg, PathSettings(s.cfg.ppo_minibatches, s.cfg.ppo_epochs)
+    run_dir = out / "runs" / "run-000"
+    bar = tqdm(total=4 + 3 * path.steps, desc=f"{SCRIPT} single, {path.steps} PPO steps",
+               unit="phase")
+
+    def work() -> dict:
+        timer = PhaseTimer(s.log, bar)
+        u_groups = s.sample("U", 0, cfg.batch_u, True, timer)
+        heldout = s.sample("H", 0, cfg.batch_heldout, False, timer)
+        result = ppo_path(s.model, u_groups,
+                          lambda j: s.sample("E", j, cfg.batch_e, False, timer), s.updater,
+                          s.settings, path, heldout_groups=heldout, timer=timer)
+        result.update({"batch_e": cfg.batch_e, "num_samples": cfg.num_samples})
+        return result
+
+    result = attempt(run_dir, work)
+    bar.close()
+    if result is None:
+        raise RuntimeError(failure(run_dir))
+    print(format_path(result, s))
+    run.log({f"{name}_{k}": result[name][k]["value"]
+             for name in ("path_prediction", "held_out", "endpoint_control") for k in KINDS})
+    figure = out / "single_path.png"
+    plots.path(result, figure, cfg.model)
+    run.log_image("single_path", figure)
+    alpha = cfg.sanity_check.alpha
+    return {"result": {k: result[k] for k in ("steps", "path_prediction", "endpoint_control",
+                                              "held_out", "endpoint_held_out",
+                                              "real_step_mismatch", "timings")},
             "agrees_with_held_out": {k: result["held_out"][k]["p"] >= alpha for k in KINDS},
             "alpha": alpha, "low_ess": result["held_out"]["ess"]["low"]}
 
@@ -396,7 +438,12 @@ def mode_exact(cfg: EntropyConfig, out: Path, run) -> dict:
     for kind, entry in summary["kinds"].items():
         print(f"{kind:>14}: {entry['verdict']}")
     path = out / "exact.png"
-    plots.exact(summary, io.read_json(out / "runs.json"), path)
+    if cfg.ppo_steps > 1:
+        print(f"clip fraction per step (tokens outside the band, mean over runs): "
+              + ", ".join(f"{x:.3f}" for x in summary["clip_outside_band_mean_per_step"]))
+        plots.exact_path(summary, io.read_json(out / "runs.json"), path)
+    else:
+        plots.exact(summary, io.read_json(out / "runs.json"), path)
     run.log_image("exact", path)
     return summary
 
@@ -464,6 +511,43 @@ def format_single(result: dict, s: Session) -> str:
     lines.append("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in result["timings"].items()))
     lines.append(f"real step vs lr * direction: max relative difference "
                  f"{result['update']['real_step_mismatch']:.1e}")
+    return "\n".join(lines)
+
+
+def format_path(result: dict, s: Session) -> str:
+    c, obj = s.cfg, s.cfg.objective()
+    low, high = obj.band
+    lines = [(f"05-entropy single, PPO path: {c.model}, k={result['steps_k']} steps "
+              f"({result['minibatches']} minibatches x {result['epochs']} epochs of "
+              f"B_U={result['batch_u']}), B_E={result['batch_e']} per step, "
+              f"B_E'={result['batch_heldout']}, G={result['num_samples']}, {c.optimizer} "
+              f"lr={c.lr:g}, clip band [{low:g}, {high:g}], KL {c.kl_estimator} beta={c.kl_coef:g}, "
+              f"U reward {result['u_batch']['reward_mean']:.3f}"),
+             (f"{'step':>4} {'epoch':>5} {'mb':>3} {'|Dtheta|':>9} {'outside band':>12} "
+              f"{'clipped':>8}  " + "  ".join(f"{'term ' + k + ' +- SE':>26}" for k in KINDS))]
+    for st in result["steps"]:
+        lines.append(f"{st['step']:>4} {st['epoch']:>5} {st['minibatch']:>3} "
+                     f"{st['displacement_norm']:9.3g} {st['clip']['outside_band']:12.3f} "
+                     f"{st['clip']['clipped']:8.3f}  " + "  ".join(
+                         f"{st['terms'][k]['value']:+.3e} +- {st['terms'][k]['se']:.2e}"
+                         f"{'':>2}" for k in KINDS))
+    lines.append(f"{'kind':>14}  {'path prediction +- SE':>24}  {'held-out +- SE':>24}  "
+                 f"{'z':>6}  {'endpoint control +- SE':>24}  {'z':>6}")
+    for kind in KINDS:
+        p, h = result["path_prediction"][kind], result["held_out"][kind]
+        e, ez = result["endpoint_control"][kind], result["endpoint_held_out"][kind]
+        lines.append(f"{kind:>14}  {p['value']:+.4e} +- {p['se_cond']:.2e}  "
+                     f"{h['value']:+.4e} +- {h['se']:.2e}  {h['z']:+6.2f}  "
+                     f"{e['value']:+.4e} +- {e['se_cond']:.2e}  {ez['z']:+6.2f}")
+    ess = result["held_out"]["ess"]
+    lines.append(f"E' importance weights after {result['steps_k']} steps: ESS share min "
+                 f"{ess['min_share']:.3f}, mean {ess['mean_share']:.3f}"
+                 + (f"  LOW (< {ess['threshold']}): the held-out truth is unreliable; lower lr"
+                    if ess["low"] else ""))
+    lines.append("SEs are conditional on U (sum over steps of E_j's SEs); timings: "
+                 + ", ".join(f"{k} {v:.1f}s" for k, v in result["timings"].items()))
+    lines.append(f"first real step vs lr * direction: max relative difference "
+                 f"{result['real_step_mismatch']:.1e}")
     return "\n".join(lines)
 
 

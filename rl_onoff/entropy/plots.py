@@ -193,3 +193,79 @@ def exact(summary: dict, runs: list[dict], path: Path) -> None:
     fig.suptitle(f"05-entropy exact: tabular policy, {summary['policy']['responses']} responses, "
                  f"lr {summary['lr']:g}", fontsize=10)
     _save(fig, path)
+
+
+def path(result: dict, path: Path, model: str) -> None:
+    """Per kind: the path prediction summed step by step (+- 2 SE), with the held-out truth and
+    the endpoint control after the k steps; last panel: the clip fraction of each step."""
+    fig, axes = _figure(1, len(KINDS) + 1, width=4.6)
+    color = color_for(model)
+    steps = result["steps"]
+    k = len(steps)
+    x = np.arange(k + 1)
+    for ax, kind in zip(axes[0], KINDS):
+        values = np.cumsum([0.0] + [s["terms"][kind]["value"] for s in steps])
+        ses = np.sqrt(np.cumsum([0.0] + [s["terms"][kind]["se"] ** 2 for s in steps]))
+        ax.plot(x, values, "o-", color=color, label="path: sum of grad H_j . Dtheta_j")
+        ax.fill_between(x, values - 2 * ses, values + 2 * ses, color=color, alpha=0.2)
+        held, end = result["held_out"][kind], result["endpoint_control"][kind]
+        ax.errorbar([k + 0.12], [held["value"]], yerr=[2 * held["se"]], fmt="s", color="0.2",
+                    capsize=4, label=f"held-out truth on E' (z = {held['z']:+.2f})")
+        ax.errorbar([k - 0.12], [end["value"]], yerr=[2 * end["se_cond"]], fmt="^", color="0.6",
+                    capsize=4, label="endpoint control grad H_0 . (theta_k - theta_0)")
+        ax.axhline(0, color="0.8", lw=0.8)
+        ax.set_xticks(x)
+        ax.set_xlabel("real optimizer steps taken")
+        ax.set_ylabel("entropy change (nats), +- 2 SE")
+        ax.set_title(LABELS[kind], fontsize=9)
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        ax.legend(fontsize=7)
+    ax = axes[0][-1]
+    ax.bar(np.arange(k) - 0.2, [s["clip"]["outside_band"] for s in steps], 0.4, color=color,
+           label="ratio outside the band")
+    ax.bar(np.arange(k) + 0.2, [s["clip"]["clipped"] for s in steps], 0.4, color="0.6",
+           label="gradient clipped (verl pg_clipfrac)")
+    ax.set_xticks(np.arange(k))
+    ax.set_xlabel("step j (its minibatch's tokens at theta_j)")
+    ax.set_ylabel("share of tokens")
+    ax.set_title("PPO-clip activity", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.suptitle(f"05-entropy single, {model}: {k} PPO steps ({result['minibatches']} minibatches "
+                 f"x {result['epochs']} epochs), lr {result['lr']:g}", fontsize=10)
+    _save(fig, path)
+
+
+def exact_path(summary: dict, runs: list[dict], path: Path) -> None:
+    """Top: the path prediction (and the endpoint control) against the exact change of the k
+    steps, per run. Bottom: their z-scores against the exact change."""
+    fig, axes = _figure(2, len(KINDS))
+    color = color_for("exact")
+    for col, kind in enumerate(KINDS):
+        entry = summary["kinds"][kind]
+        change = np.array([r[kind]["exact_change"] for r in runs])
+        pred, se = (np.array([r[kind][key] for r in runs]) for key in ("path", "se"))
+        end, end_se = (np.array([r[kind][key] for r in runs]) for key in ("endpoint", "endpoint_se"))
+        ax = axes[0][col]
+        ax.plot(change, end, "^", ms=3, color="0.6", alpha=0.6, label="endpoint control")
+        ax.errorbar(change, pred, yerr=2 * se, fmt="o", ms=3, color=color, alpha=0.5,
+                    elinewidth=0.6, label="path prediction +- 2 SE")
+        _diagonal(ax, change, np.append(pred, end))
+        ax.set_title(f"{LABELS[kind]}\npath bias {entry['relative_bias']:+.1%} +- "
+                     f"{entry['se_relative_bias']:.1%}, endpoint "
+                     f"{entry['endpoint_relative_bias']:+.1%} ({len(runs)} runs)", fontsize=9)
+        ax.set_xlabel(f"exact change after {summary['steps_k']} steps (nats)")
+        ax.set_ylabel("predicted change (nats)")
+        ax.legend(fontsize=7)
+        ax = axes[1][col]
+        edges = np.linspace(-4, 4, 17)
+        ax.hist(np.clip((end - change) / end_se, -4, 4), bins=edges, density=True, color="0.6",
+                alpha=0.5, label="endpoint control")
+        _z_histogram(ax, (pred - change) / se, color, "path prediction")
+        b = entry["path_vs_exact_change"]
+        ax.set_title(f"z vs exact change: path mean {b['mean']:+.2f} +- {b['se_mean']:.2f}, "
+                     f"SD {b['sd']:.2f}", fontsize=9)
+        ax.set_xlabel("z = (prediction - exact change) / SE")
+    fig.suptitle(f"05-entropy exact: tabular policy, {summary['steps_k']} PPO steps "
+                 f"({summary['minibatches']} minibatches x {summary['epochs']} epochs), lr "
+                 f"{summary['lr']:g}", fontsize=10)
+    _save(fig, path)
