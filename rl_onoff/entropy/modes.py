@@ -213,7 +213,7 @@ def mode_single_path(s: Session, out: Path, run) -> dict:
 
     cfg, path = s.cfg, PathSettings(s.cfg.ppo_minibatches, s.cfg.ppo_epochs)
     run_dir = out / "runs" / "run-000"
-    bar = tqdm(total=4 + 3 * path.steps, desc=f"{SCRIPT} single, {path.steps} PPO steps",
+    bar = tqdm(total=6 + 4 * path.steps, desc=f"{SCRIPT} single, {path.steps} PPO steps",
                unit="phase")
 
     def work() -> dict:
