@@ -1,4 +1,4 @@
-"""05-entropy: predict how one policy-gradient step changes the policy's entropy, and check it.
+"""05-entropy: predict how a policy-gradient update changes the policy's entropy, and check it.
 
     policy.py      the model as a function of its trainable parameters: per-token log-probs, entropies
     estimators.py  entropy on an E batch, its score-function gradient, the U batch's policy gradient
@@ -6,7 +6,9 @@
     batches.py     drawing E and U batches: prompts from the dataset, G responses each, rewards
     probe.py       one run: delta-H1 = grad H . Dtheta with standard errors; the real step's
                    change on an independent E' batch (held-out truth) and on E (linearisation check)
+    path.py        k PPO steps (minibatches x epochs): first-order terms summed along the real path
     exact.py       the exact mode: the same code on an enumerable policy with exact entropies
+    exact_path.py  the exact mode for k > 1 steps: the path prediction against the exact change
     analysis.py    statistics over runs: 1/B_E bias test, SE calibration, z summaries, linearity
     plots.py       the figures
     modes.py       single, batch-scaling, sanity-check, eta-sweep, exact, debug
