@@ -104,7 +104,7 @@ class Setup:
     settings: ProbeSettings
 
     @classmethod
-    def of(cls, cfg) -> "Setup":
+    def of(cls, cfg) -> Setup:
         c = cfg.exact
         gen = torch.Generator().manual_seed(cfg.seed)
         policy = TabularPolicy(torch.randn(c.vocab, c.vocab, generator=gen, dtype=torch.float64))

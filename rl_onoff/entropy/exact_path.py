@@ -43,7 +43,8 @@ def run_exact_path(cfg, progress: bool = True) -> dict:
         h_groups = setup.sample(cfg, c.batch_e, gen, False)
         try:
             result = ppo_path(setup.policy, u_groups,
-                              lambda j: setup.sample(cfg, c.batch_e, gen, False), setup.updater,
+                              lambda j, gen=gen: setup.sample(cfg, c.batch_e, gen, False),
+                              setup.updater,
                               setup.settings, path, heldout_groups=h_groups, exact=setup.truth)
         except ValueError as err:   # no reward signal in U: no step to predict
             if "no reward signal" not in str(err):

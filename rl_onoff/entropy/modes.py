@@ -439,7 +439,7 @@ def mode_exact(cfg: EntropyConfig, out: Path, run) -> dict:
         print(f"{kind:>14}: {entry['verdict']}")
     path = out / "exact.png"
     if cfg.ppo_steps > 1:
-        print(f"clip fraction per step (tokens outside the band, mean over runs): "
+        print("clip fraction per step (tokens outside the band, mean over runs): "
               + ", ".join(f"{x:.3f}" for x in summary["clip_outside_band_mean_per_step"]))
         plots.exact_path(summary, io.read_json(out / "runs.json"), path)
     else:
