@@ -167,34 +167,46 @@ def capacity_plot(records: list[dict], model: str, threshold: float, path: Path)
 
 
 def capacity_vs_params(summaries: dict, path: Path) -> None:
-    """Capacity (best restart per text) against parameter count, one column of points per
-    model, the median across texts joined; random-token controls beside them."""
+    """Capacity against parameter count, one column per model: every (text, restart) as a
+    faint dot (the spread across restarts), each text's best restart as a point, the median
+    across texts of the best and of the per-text restart medians joined; random-token
+    controls beside them."""
+    from matplotlib.transforms import blended_transform_factory
+
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     models = sorted(summaries.items(), key=lambda kv: kv[1]["model"]["parameters"])
     for group, marker, tint, label in (("target", "o", "C0", "target texts"),
                                        ("random", "s", "0.5", "random-token controls")):
-        xs, medians = [], []
+        xs, best, typical = [], [], []
         for _, summary in models:
             part = summary if group == "target" else summary.get("random_control")
             if not part or "capacity" not in part:
                 continue
             x = summary["model"]["parameters"]
-            caps = part["capacity"]["per_text"]
-            jitter = np.linspace(0.97, 1.03, len(caps)) if len(caps) > 1 else [1.0]
-            ax.scatter(x * np.asarray(jitter), caps, marker=marker, color=tint, alpha=0.5, s=18)
+            capacity = part["capacity"]
+            caps = capacity["per_text"]
+            jitter = np.linspace(0.97, 1.03, len(caps)) if len(caps) > 1 else np.ones(1)
+            for shift, tries in zip(jitter, capacity.get("per_text_and_restart", [])):
+                ax.scatter(np.full(len(tries), x * shift), tries, marker=marker, color=tint,
+                           alpha=0.15, s=10)
+            ax.scatter(x * jitter, caps, marker=marker, color=tint, alpha=0.5, s=18)
             xs.append(x)
-            medians.append(np.median(caps))
+            best.append(np.median(caps))
+            typical.append(np.median(capacity["median_over_restarts"]))
         if xs:
-            ax.plot(xs, medians, marker=marker, color=tint, lw=2, ms=8,
-                    label=f"{label}: median over texts")
+            ax.plot(xs, best, marker=marker, color=tint, lw=2, ms=8,
+                    label=f"{label}: median over texts, best restart")
+            ax.plot(xs, typical, marker=marker, color=tint, lw=1, ls="--", ms=5, mfc="white",
+                    label=f"{label}: median over texts of the restart median")
+    at_axis = blended_transform_factory(ax.transData, ax.transAxes)
     for name, summary in models:
-        ax.annotate(name.rstrip("/").split("/")[-1], (summary["model"]["parameters"], 0),
-                    textcoords="offset points", xytext=(0, 4), ha="center", fontsize=8)
+        ax.annotate(name.rstrip("/").split("/")[-1], (summary["model"]["parameters"], 0.02),
+                    xycoords=at_axis, ha="center", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("capacity: longest prefix reconstructed (tokens)")
-    ax.set_title("04-proto capacity against model size (points: texts, best restart)")
+    ax.set_title("04-proto capacity against model size (faint: every restart)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
     fig.tight_layout()
