@@ -7,6 +7,9 @@ each theta_j; the k real steps are the same torch optimizer's. Over the runs, pe
                   mean 0, SD about 1 when the estimator is right (the verdict `passes`)
     bias          the same z against the exact change: it adds the steps' Taylor remainders
                   (second order in each step; reported as a share of the change)
+    trapezoid     the second-order path prediction sum_j grad H_j . w_j (k+1 batches) against
+                  the exact change (its bias, z and SD: reported, not the verdict) and against
+                  the exact trapezoid sum grad H(theta_j) . w_j (is the estimator unbiased)
     control       the endpoint linearisation grad H_0 . (theta_k - theta_0) against the exact
                   change: what the path adds (it fails when the gradient moves along the path)
     held-out      (Delta-H' - exact change) / SE'
@@ -58,12 +61,15 @@ def run_exact_path(cfg, progress: bool = True) -> dict:
                      **{kind: {
                          "path": result["path_prediction"][kind]["value"],
                          "se": result["path_prediction"][kind]["se_cond"],
+                         "trapezoid": result["trapezoid_prediction"][kind]["value"],
+                         "trapezoid_se": result["trapezoid_prediction"][kind]["se_cond"],
                          "endpoint": result["endpoint_control"][kind]["value"],
                          "endpoint_se": result["endpoint_control"][kind]["se_cond"],
                          "held_out": result["held_out"][kind]["value"],
                          "held_out_se": result["held_out"][kind]["se"],
                          "exact_change": ex["change"][kind],
                          "exact_first_order_path": ex["first_order_path"][kind],
+                         "exact_trapezoid_path": ex["trapezoid_path"][kind],
                          "exact_first_order_endpoint": ex["first_order_endpoint"][kind]}
                         for kind in KINDS}})
     if len(rows) < 3:
@@ -93,19 +99,28 @@ def summarise_path_kind(rows: list[dict], alpha: float, prompts: int, steps: int
     first_order = analysis.z_summary((path - get["exact_first_order_path"]) / se, alpha, sd_path)
     endpoint = analysis.z_summary((get["endpoint"] - change) / get["endpoint_se"], alpha, sd_one)
     held = analysis.z_summary((get["held_out"] - change) / get["held_out_se"], alpha, sd_one)
+    trap, trap_se, sd_trap = get["trapezoid"], get["trapezoid_se"], path_t_sd(prompts, steps + 1)
+    trap_bias = analysis.z_summary((trap - change) / trap_se, alpha, sd_trap)
+    trap_own = analysis.z_summary((trap - get["exact_trapezoid_path"]) / trap_se, alpha, sd_trap)
     scale = float(np.mean(np.abs(change)))
     gap, gap_se = analysis.mean_se(path - change)
+    trap_gap, trap_gap_se = analysis.mean_se(trap - change)
     end_gap, end_gap_se = analysis.mean_se(get["endpoint"] - change)
     entry = {
         "path_vs_exact_change": bias, "path_vs_exact_first_order_path": first_order,
         "endpoint_vs_exact_change": endpoint, "held_out_vs_exact_change": held,
+        "trapezoid_vs_exact_change": trap_bias, "trapezoid_vs_exact_trapezoid_path": trap_own,
         "mean_abs_exact_change": scale,
         "relative_bias": gap / scale, "se_relative_bias": gap_se / scale,
         "endpoint_relative_bias": end_gap / scale, "endpoint_se_relative_bias": end_gap_se / scale,
+        "trapezoid_relative_bias": trap_gap / scale,
+        "trapezoid_se_relative_bias": trap_gap_se / scale,
         "path_remainder_share": float(np.mean(np.abs(change - get["exact_first_order_path"]))
                                       / scale),
         "endpoint_remainder_share": float(np.mean(np.abs(change - get["exact_first_order_endpoint"]))
-                                          / scale)}
+                                          / scale),
+        "trapezoid_remainder_share": float(np.mean(np.abs(change - get["exact_trapezoid_path"]))
+                                           / scale)}
     entry["verdict"] = (
         f"path prediction {_word(first_order)} against the exact first-order path sum (mean z "
         f"{first_order['mean']:+.2f} +- {first_order['se_mean']:.2f}, SD {first_order['sd']:.2f} "
@@ -116,7 +131,14 @@ def summarise_path_kind(rows: list[dict], alpha: float, prompts: int, steps: int
         f"{_word(endpoint)} (bias {entry['endpoint_relative_bias']:+.1%} +- "
         f"{entry['endpoint_se_relative_bias']:.1%}, mean z {endpoint['mean']:+.2f}); held-out truth "
         f"{_word(held)} against the exact change (mean z {held['mean']:+.2f}, SD {held['sd']:.2f}); "
-        f"{len(rows)} runs")
+        f"{len(rows)} runs"
+        f"\n  trapezoid (2nd order, not the verdict): {_word(trap_bias)} against the exact change "
+        f"of the {steps} steps (bias {entry['trapezoid_relative_bias']:+.1%} +- "
+        f"{entry['trapezoid_se_relative_bias']:.1%}, mean z {trap_bias['mean']:+.2f} +- "
+        f"{trap_bias['se_mean']:.2f}, SD {trap_bias['sd']:.2f}, t reference {sd_trap:.2f}; "
+        f"remainder of the exact trapezoid {entry['trapezoid_remainder_share']:.1%}); "
+        f"{_word(trap_own)} against the exact trapezoid sum (mean z {trap_own['mean']:+.2f}, "
+        f"SD {trap_own['sd']:.2f})")
     entry["passes"] = first_order["unbiased"] and first_order["calibrated"]
     return entry
 

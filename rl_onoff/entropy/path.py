@@ -1,4 +1,5 @@
-"""A PPO update of k real steps, predicted as the sum of first-order terms along its path.
+"""A PPO update of k real steps, predicted as the sum of first-order terms along its path,
+and by the trapezoid rule (second order).
 
 The U batch is sampled once at theta_0 and its per-token log-probs stored (pi_old of
 the clipped ratio and the KL reference). It is split into `minibatches` minibatches
@@ -13,6 +14,16 @@ passes over them give k = minibatches x epochs steps. For step j = 0..k-1, at th
     term_j   grad H_j . Dtheta_j, with its SE over E_j's prompts
 
     prediction = sum_j term_j,   SE = sqrt(sum_j SE_j^2)   (E_j independent given U)
+
+The first-order sum misses each step's second-order Taylor remainder, and these add
+up over k steps. The trapezoid rule, sum_j 1/2 (grad H_j + grad H_{j+1}) . Dtheta_j,
+is exact for a quadratic H along each step. Regrouped by gradient,
+
+    trapezoid = sum_{j=0..k} grad H_j . w_j,   w_j = 1/2 (Dtheta_{j-1} + Dtheta_j)
+                (Dtheta_{-1} = Dtheta_k = 0)
+
+so each E_j carries a second dot product (same backward), and one more batch E_k is
+sampled at theta_k after the last step; its SE is sqrt(sum_{j=0..k} SE_j^2).
 
 Truths after the k steps: the held-out change on E' (sampled at theta_0,
 importance-weighted to theta_k, with its ESS) and, on an enumerable policy, the
@@ -88,7 +99,9 @@ def ppo_path(model, u_groups: list[Group], sample_e: Callable[[int], list[Group]
     optimizer = updater.optimizer(settings.lr)
     parts = minibatch_indices(len(u_groups), path.minibatches)
     steps, theta, e0_groups, mismatch = [], theta0, None, None
+    previous = torch.zeros_like(theta0)   # Dtheta_{j-1}
     exact_path = {k: 0.0 for k in est.KINDS}
+    exact_trapezoid = {k: 0.0 for k in est.KINDS}
     try:
         for j in range(path.steps):
             e_groups = sample_e(j)
@@ -107,36 +120,47 @@ def ppo_path(model, u_groups: list[Group], sample_e: Callable[[int], list[Group]
                 if j == 0:   # the dtype can hold the step (later steps are of the same size)
                     mismatch = check_real_step(moved, settings.lr * updater.direction(grad, theta0),
                                                theta0, settings, params)
-            with timer("e_gradient"):   # grad H_j at theta_j, dotted with the real Dtheta_j
+            weight = 0.5 * (previous + moved)   # w_j of the trapezoid
+            with timer("e_gradient"):   # grad H_j at theta_j, dotted with Dtheta_j and w_j
                 restore(params, theta)
-                _, _, dots = entropy_dots(model, e_groups, params, temperature, moved)
+                _, _, dots = entropy_dots(model, e_groups, params, temperature,
+                                          torch.stack([moved, weight]))
                 restore(params, after)
             outside, clipped, tokens = (sum(c[i] for c in counts) for i in range(3))
             step = {"step": j, "epoch": j // path.minibatches, "minibatch": j % path.minibatches,
                     "prompts": len(batch), "displacement_norm": float(moved.norm()),
                     "clip": {"outside_band": outside / tokens, "clipped": clipped / tokens,
                              "tokens": tokens},
-                    "terms": {k: dict(zip(("value", "se"), mean_se(dots[k]))) for k in est.KINDS}}
+                    "terms": _terms(dots, 0), "trapezoid_terms": _terms(dots, 1)}
             if exact:
                 step["exact_first_order"] = {k: float(exact_grad[k] @ moved) for k in est.KINDS}
+                step["exact_trapezoid"] = {k: float(exact_grad[k] @ weight) for k in est.KINDS}
                 for k in est.KINDS:
                     exact_path[k] += step["exact_first_order"][k]
+                    exact_trapezoid[k] += step["exact_trapezoid"][k]
             steps.append(step)
-            theta = after
+            theta, previous = after, moved
             if timer.log:
                 timer.log(f"  step {j}: |Dtheta| {step['displacement_norm']:.3g}, clip fraction "
                           f"{step['clip']['outside_band']:.3f}")
+        weight = 0.5 * previous   # w_k: the trapezoid's last end, grad H_k on E_k at theta_k
+        e_groups = sample_e(path.steps)
+        with timer("e_gradient"):
+            _, _, dots = entropy_dots(model, e_groups, params, temperature, weight)
         moved = theta - theta0
-        result = {"steps": steps, "real_step_mismatch": mismatch}
+        result = {"steps": steps, "trapezoid_end_term": _terms(dots),
+                  "real_step_mismatch": mismatch}
         if heldout_anchors:
             with timer("heldout_truth"):
                 result["_held_changes"] = est.entropy_changes(model, heldout_groups,
                                                               heldout_anchors, temperature)
         if exact:
-            after = exact()
+            after, grad_k = exact(), exact.gradients()
             result["exact"] = {"entropy": exact_before,
                                "change": {k: after[k] - exact_before[k] for k in est.KINDS},
                                "first_order_path": exact_path,
+                               "trapezoid_path": {k: exact_trapezoid[k] + float(grad_k[k] @ weight)
+                                                  for k in est.KINDS},
                                "first_order_endpoint": {k: float(exact_grad0[k] @ moved)
                                                         for k in est.KINDS}}
         restore(params, theta0)
@@ -147,12 +171,25 @@ def ppo_path(model, u_groups: list[Group], sample_e: Callable[[int], list[Group]
     return _summarise(result, end_dots, heldout_anchors, settings, path, u_groups, timer)
 
 
+def _terms(dots: dict, column: int | None = None) -> dict:
+    """Per kind, the mean and SE over E's prompts of one direction's dot products."""
+    return {k: dict(zip(("value", "se"), mean_se(dots[k] if column is None
+                                                 else dots[k][:, column])))
+            for k in est.KINDS}
+
+
+def _sum_terms(terms: list[dict]) -> dict:
+    """Per kind, the sum of independent batches' terms and its SE sqrt(sum SE^2)."""
+    return {k: {"value": float(sum(t[k]["value"] for t in terms)),
+                "se_cond": float(np.sqrt(sum(t[k]["se"] ** 2 for t in terms)))}
+            for k in est.KINDS}
+
+
 def _summarise(result: dict, end_dots: dict, heldout_anchors, settings: ProbeSettings,
                path: PathSettings, u_groups: list[Group], timer: PhaseTimer) -> dict:
     steps = result["steps"]
-    prediction = {k: {"value": float(sum(s["terms"][k]["value"] for s in steps)),
-                      "se_cond": float(np.sqrt(sum(s["terms"][k]["se"] ** 2 for s in steps)))}
-                  for k in est.KINDS}
+    prediction = _sum_terms([s["terms"] for s in steps])
+    trapezoid = _sum_terms([s["trapezoid_terms"] for s in steps] + [result["trapezoid_end_term"]])
     endpoint = {k: dict(zip(("value", "se_cond"), mean_se(end_dots[k]))) for k in est.KINDS}
     held_changes = result.pop("_held_changes", None)
     if held_changes:
@@ -161,6 +198,8 @@ def _summarise(result: dict, end_dots: dict, heldout_anchors, settings: ProbeSet
                                                  settings.min_ess_share)
         result["endpoint_held_out"] = held_out_comparison(endpoint, truth, held_changes[1],
                                                           settings.min_ess_share)
+        result["trapezoid_held_out"] = held_out_comparison(trapezoid, truth, held_changes[1],
+                                                           settings.min_ess_share)
     rewards = np.array([r for g in u_groups for r in g.rewards], dtype=float)
     result.update({
         "lr": settings.lr, "steps_k": path.steps, "minibatches": path.minibatches,
@@ -169,6 +208,7 @@ def _summarise(result: dict, end_dots: dict, heldout_anchors, settings: ProbeSet
         "u_batch": {"questions": [g.question for g in u_groups],
                     "reward_mean": float(rewards.mean()),
                     "groups_with_signal": sum(len(set(g.rewards)) > 1 for g in u_groups)},
-        "path_prediction": prediction, "endpoint_control": endpoint,
+        "path_prediction": prediction, "trapezoid_prediction": trapezoid,
+        "endpoint_control": endpoint,
         "timings": dict(timer.seconds)})
     return result

@@ -112,13 +112,16 @@ def prepare_update(model, u_groups: list[Group], updater: Updater, settings: Pro
 def entropy_dots(model, e_groups: list[Group], params, temperature: float,
                  direction: torch.Tensor) -> tuple[list, dict, dict]:
     """E's anchors, its batch-mean entropy gradient per kind, and per kind the per-prompt dot
-    products of the entropy gradient with `direction` (their mean is grad H . direction)."""
+    products of the entropy gradient with `direction` (their mean is grad H . direction).
+
+    `direction` is one vector (dots: one per prompt) or several stacked as rows, shape
+    (D, P) (dots: shape (prompts, D)), all dotted with the same gradient: one backward."""
     anchors, g_parts, dot_parts = [], {k: 0.0 for k in est.PARTS}, {k: [] for k in est.PARTS}
     for anchor, grads in est.entropy_gradients(model, e_groups, params, temperature):
         anchors.append(anchor)
         for part in est.PARTS:
             g_parts[part] = g_parts[part] + grads[part] / len(e_groups)
-            dot_parts[part].append(float(grads[part] @ direction))
+            dot_parts[part].append((direction @ grads[part]).tolist())
     constants = est.ratio_constants(anchors)
     return (anchors, est.combine(g_parts, *constants),
             est.combine({k: np.asarray(v) for k, v in dot_parts.items()}, *constants))
