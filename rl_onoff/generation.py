@@ -14,6 +14,7 @@ Rows leave the batch (and the KV cache) as soon as they finish.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 from dataclasses import dataclass, field
@@ -144,6 +145,51 @@ def output_cache(out):
     return out.cache if "cache" in out else out.past_key_values
 
 
+def grow_in_place(cache) -> None:
+    """Make `cache`'s plain dynamic layers append into spare room instead of concatenating:
+    transformers' DynamicLayer copies the whole cache at every step (torch.cat), about a
+    tenth of a CPU decode step on a 50M model at a few hundred tokens. Other layer types,
+    and transformers versions without cache layers, are left as they are."""
+    growing = _growing_layer_class()
+    if growing is None:
+        return
+    for layer in getattr(cache, "layers", ()):
+        if type(layer) is growing.__base__:
+            layer.__class__ = growing
+
+
+@functools.cache
+def _growing_layer_class():
+    """DynamicLayer with an update that writes into spare capacity (doubled when full, or
+    rebuilt when the layer's tensors were replaced, e.g. by batch_select_indices) and keeps
+    the keys and values as views of the used part; None without DynamicLayer."""
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:
+        return None
+
+    class GrowingLayer(DynamicLayer):
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized or self.keys.numel() == 0:
+                return super().update(key_states, value_states, *args, **kwargs)
+            used, new = self.keys.shape[-2], key_states.shape[-2]
+            room = getattr(self, "room", None)
+            if (room is None or room[0].data_ptr() != self.keys.data_ptr()
+                    or room[0].shape[:-2] != self.keys.shape[:-2]
+                    or room[0].shape[-2] < used + new):
+                room = tuple(t.new_empty((*t.shape[:-2], 2 * (used + new), t.shape[-1]))
+                             for t in (self.keys, self.values))
+                room[0][..., :used, :] = self.keys
+                room[1][..., :used, :] = self.values
+                self.room = room
+            room[0][..., used:used + new, :] = key_states
+            room[1][..., used:used + new, :] = value_states
+            self.keys, self.values = room[0][..., :used + new, :], room[1][..., :used + new, :]
+            return self.keys, self.values
+
+    return GrowingLayer
+
+
 class StopStrings:
     """Detects stop strings in each row's newly generated text."""
 
@@ -180,6 +226,7 @@ def generate(model, tokenizer, prompts: list[list[int]], params: SamplingParams,
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True,
                 logits_to_keep=1)
     cache, keyword = output_cache(out), cache_keyword(model)
+    grow_in_place(cache)
     tokens = [[] for _ in prompts]
     logprobs = [[] for _ in prompts]
     reasons: list[str | None] = [None] * len(prompts)   # None while the row runs

@@ -10,8 +10,8 @@ import torch
 from transformers import GenerationConfig
 
 from rl_onoff.decoding import SamplingParams, entropy_from_logits, sampling_logits
-from rl_onoff.generation import (cache_keyword, generate, left_pad, output_cache, positions,
-                                 row_uniforms, sample_seed)
+from rl_onoff.generation import (cache_keyword, generate, grow_in_place, left_pad, output_cache,
+                                 positions, row_uniforms, sample_seed)
 
 
 class Tok:
@@ -163,6 +163,40 @@ def test_shrunk_cache_computes_what_the_full_batch_computes(sharp_model):
                              position_ids=step_pos[keep], use_cache=True,
                              **{keyword: cache}).logits
     torch.testing.assert_close(shrunk, full[keep], atol=1e-5, rtol=1e-5)
+
+
+def test_growing_cache_computes_what_the_plain_cache_computes(sharp_model):
+    """Greedy steps on transformers' own cache and on the same cache grown in place, rows
+    dropped half way: the same logits, and the grown layers append into spare room."""
+    ids, mask = left_pad(PROMPTS + [[7, 8, 9, 10]], 0, "cpu")
+    keyword = cache_keyword(sharp_model)
+    runs = {}
+    for grow in (False, True):
+        step_mask, step_pos = mask, positions(mask)
+        with torch.no_grad():
+            out = sharp_model(input_ids=ids, attention_mask=mask, position_ids=step_pos,
+                              use_cache=True)
+            cache = output_cache(out)
+            if grow:
+                grow_in_place(cache)
+            runs[grow] = []
+            for step in range(8):
+                step_ids = out.logits[:, -1].argmax(-1)
+                if step == 4:
+                    keep = torch.tensor([0, 2, 3])
+                    cache.batch_select_indices(keep)
+                    step_mask, step_pos, step_ids = step_mask[keep], step_pos[keep], step_ids[keep]
+                step_mask = torch.cat([step_mask, step_mask.new_ones((len(step_ids), 1))], 1)
+                step_pos = step_pos[:, -1:] + 1
+                out = sharp_model(input_ids=step_ids[:, None], attention_mask=step_mask,
+                                  position_ids=step_pos, use_cache=True, **{keyword: cache})
+                runs[grow].append(out.logits[:, -1])
+    for plain, grown in zip(runs[False], runs[True]):
+        torch.testing.assert_close(grown, plain, atol=1e-5, rtol=1e-5)
+    for layer in cache.layers:
+        assert type(layer).__name__ == "GrowingLayer"
+        assert layer.keys.shape[-2] == mask.shape[1] + 8
+        assert layer.keys.untyped_storage().nbytes() > layer.keys.numel() * 4  # spare room
 
 
 def test_dropping_finished_rows_changes_no_token(sharp_model):
