@@ -741,6 +741,8 @@ def test_trapezoid_with_exact_gradients_equals_the_trapezoid_by_hand(monkeypatch
     direction, so no noise): the trapezoid prediction must equal sum_j 1/2 (grad H_j +
     grad H_{j+1}) . (theta_{j+1} - theta_j), written here from the thetas the path visited and
     gradients of the enumeration taken here; so must the exact trapezoid sum."""
+    from itertools import pairwise
+
     from rl_onoff.entropy import path as path_module
     from rl_onoff.entropy.exact import Setup
     from rl_onoff.entropy.path import PathSettings, ppo_path
@@ -774,7 +776,7 @@ def test_trapezoid_with_exact_gradients_equals_the_trapezoid_by_hand(monkeypatch
 
     for kind in est.KINDS:
         g = [grad_h(theta, kind) for theta in thetas]
-        moves = [b - a for a, b in zip(thetas, thetas[1:])]
+        moves = [b - a for a, b in pairwise(thetas)]
         by_hand = sum(float(0.5 * (g[j] + g[j + 1]) @ moves[j]) for j in range(4))
         first = sum(float(g[j] @ moves[j]) for j in range(4))
         predicted = result["trapezoid_prediction"][kind]

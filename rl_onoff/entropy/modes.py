@@ -213,7 +213,7 @@ def mode_single_path(s: Session, out: Path, run) -> dict:
 
     cfg, path = s.cfg, PathSettings(s.cfg.ppo_minibatches, s.cfg.ppo_epochs)
     run_dir = out / "runs" / "run-000"
-    bar = tqdm(total=6 + 4 * path.steps, desc=f"{SCRIPT} single, {path.steps} PPO steps",
+    bar = tqdm(total=8 + 4 * path.steps, desc=f"{SCRIPT} single, {path.steps} PPO steps",
                unit="phase")
 
     def work() -> dict:
@@ -232,13 +232,15 @@ def mode_single_path(s: Session, out: Path, run) -> dict:
         raise RuntimeError(failure(run_dir))
     print(format_path(result, s))
     run.log({f"{name}_{k}": result[name][k]["value"]
-             for name in ("path_prediction", "held_out", "endpoint_control") for k in KINDS})
+             for name in ("path_prediction", "trapezoid_prediction", "held_out", "endpoint_control")
+             for k in KINDS})
     figure = out / "single_path.png"
     plots.path(result, figure, cfg.model)
     run.log_image("single_path", figure)
     alpha = cfg.sanity_check.alpha
-    return {"result": {k: result[k] for k in ("steps", "path_prediction", "endpoint_control",
-                                              "held_out", "endpoint_held_out",
+    return {"result": {k: result[k] for k in ("steps", "path_prediction", "trapezoid_prediction",
+                                              "trapezoid_end_term", "endpoint_control",
+                                              "held_out", "trapezoid_held_out", "endpoint_held_out",
                                               "real_step_mismatch", "timings")},
             "agrees_with_held_out": {k: result["held_out"][k]["p"] >= alpha for k in KINDS},
             "alpha": alpha, "low_ess": result["held_out"]["ess"]["low"]}
@@ -531,20 +533,25 @@ def format_path(result: dict, s: Session) -> str:
                      f"{st['clip']['clipped']:8.3f}  " + "  ".join(
                          f"{st['terms'][k]['value']:+.3e} +- {st['terms'][k]['se']:.2e}"
                          f"{'':>2}" for k in KINDS))
-    lines.append(f"{'kind':>14}  {'path prediction +- SE':>24}  {'held-out +- SE':>24}  "
-                 f"{'z':>6}  {'endpoint control +- SE':>24}  {'z':>6}")
+    lines.append(f"{'kind':>14}  {'prediction':<22} {'value +- SE':>22}  "
+                 f"{'held-out truth +- SE':>22}  {'z':>6}")
+    rows = (("path (1st order)", "path_prediction", "held_out"),
+            ("trapezoid (2nd order)", "trapezoid_prediction", "trapezoid_held_out"),
+            ("endpoint control", "endpoint_control", "endpoint_held_out"))
     for kind in KINDS:
-        p, h = result["path_prediction"][kind], result["held_out"][kind]
-        e, ez = result["endpoint_control"][kind], result["endpoint_held_out"][kind]
-        lines.append(f"{kind:>14}  {p['value']:+.4e} +- {p['se_cond']:.2e}  "
-                     f"{h['value']:+.4e} +- {h['se']:.2e}  {h['z']:+6.2f}  "
-                     f"{e['value']:+.4e} +- {e['se_cond']:.2e}  {ez['z']:+6.2f}")
+        h = result["held_out"][kind]
+        for label, name, compared in rows:
+            p, z = result[name][kind], result[compared][kind]["z"]
+            lines.append(f"{kind:>14}  {label:<22} {p['value']:+.4e} +- {p['se_cond']:.2e}  "
+                         f"{h['value']:+.4e} +- {h['se']:.2e}  {z:+6.2f}")
     ess = result["held_out"]["ess"]
     lines.append(f"E' importance weights after {result['steps_k']} steps: ESS share min "
                  f"{ess['min_share']:.3f}, mean {ess['mean_share']:.3f}"
                  + (f"  LOW (< {ess['threshold']}): the held-out truth is unreliable; lower lr"
                     if ess["low"] else ""))
-    lines.append("SEs are conditional on U (sum over steps of E_j's SEs); timings: "
+    lines.append("trapezoid: sum_{j=0..k} grad H_j . (Dtheta_{j-1} + Dtheta_j)/2, one more batch "
+                 "E_k at theta_k; SEs are conditional on U (sum over batches of E_j's SEs); "
+                 "timings: "
                  + ", ".join(f"{k} {v:.1f}s" for k, v in result["timings"].items()))
     lines.append(f"first real step vs lr * direction: max relative difference "
                  f"{result['real_step_mismatch']:.1e}")

@@ -195,9 +195,13 @@ def exact(summary: dict, runs: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
+TRAPEZOID = "#332288"   # the 2nd-order path prediction: indigo, in no model's palette colour
+
+
 def path(result: dict, path: Path, model: str) -> None:
-    """Per kind: the path prediction summed step by step (+- 2 SE), with the held-out truth and
-    the endpoint control after the k steps; last panel: the clip fraction of each step."""
+    """Per kind: the path prediction summed step by step (+- 2 SE), with the trapezoid (2nd
+    order; only its total: its terms regroup the steps), the held-out truth and the endpoint
+    control after the k steps; last panel: the clip fraction of each step."""
     fig, axes = _figure(1, len(KINDS) + 1, width=4.6)
     color = color_for(model)
     steps = result["steps"]
@@ -209,8 +213,12 @@ def path(result: dict, path: Path, model: str) -> None:
         ax.plot(x, values, "o-", color=color, label="path: sum of grad H_j . Dtheta_j")
         ax.fill_between(x, values - 2 * ses, values + 2 * ses, color=color, alpha=0.2)
         held, end = result["held_out"][kind], result["endpoint_control"][kind]
-        ax.errorbar([k + 0.12], [held["value"]], yerr=[2 * held["se"]], fmt="s", color="0.2",
-                    capsize=4, label=f"held-out truth on E' (z = {held['z']:+.2f})")
+        trap = result["trapezoid_prediction"][kind]
+        ax.errorbar([k + 0.24], [held["value"]], yerr=[2 * held["se"]], fmt="s", color="0.2",
+                    capsize=4, label=f"held-out truth on E' (path z = {held['z']:+.2f})")
+        ax.errorbar([k + 0.12], [trap["value"]], yerr=[2 * trap["se_cond"]], fmt="D",
+                    color=TRAPEZOID, capsize=4, label="trapezoid (2nd order), z = "
+                    f"{result['trapezoid_held_out'][kind]['z']:+.2f}")
         ax.errorbar([k - 0.12], [end["value"]], yerr=[2 * end["se_cond"]], fmt="^", color="0.6",
                     capsize=4, label="endpoint control grad H_0 . (theta_k - theta_0)")
         ax.axhline(0, color="0.8", lw=0.8)
@@ -236,8 +244,8 @@ def path(result: dict, path: Path, model: str) -> None:
 
 
 def exact_path(summary: dict, runs: list[dict], path: Path) -> None:
-    """Top: the path prediction (and the endpoint control) against the exact change of the k
-    steps, per run. Bottom: their z-scores against the exact change."""
+    """Top: the path prediction, the trapezoid (2nd order) and the endpoint control against the
+    exact change of the k steps, per run. Bottom: their z-scores against the exact change."""
     fig, axes = _figure(2, len(KINDS))
     color = color_for("exact")
     for col, kind in enumerate(KINDS):
@@ -245,14 +253,19 @@ def exact_path(summary: dict, runs: list[dict], path: Path) -> None:
         change = np.array([r[kind]["exact_change"] for r in runs])
         pred, se = (np.array([r[kind][key] for r in runs]) for key in ("path", "se"))
         end, end_se = (np.array([r[kind][key] for r in runs]) for key in ("endpoint", "endpoint_se"))
+        trap, trap_se = (np.array([r[kind][key] for r in runs])
+                         for key in ("trapezoid", "trapezoid_se"))
         ax = axes[0][col]
         ax.plot(change, end, "^", ms=3, color="0.6", alpha=0.6, label="endpoint control")
         ax.errorbar(change, pred, yerr=2 * se, fmt="o", ms=3, color=color, alpha=0.5,
-                    elinewidth=0.6, label="path prediction +- 2 SE")
-        _diagonal(ax, change, np.append(pred, end))
-        ax.set_title(f"{LABELS[kind]}\npath bias {entry['relative_bias']:+.1%} +- "
-                     f"{entry['se_relative_bias']:.1%}, endpoint "
-                     f"{entry['endpoint_relative_bias']:+.1%} ({len(runs)} runs)", fontsize=9)
+                    elinewidth=0.6, label="path prediction (1st order) +- 2 SE")
+        ax.plot(change, trap, "D", ms=2.5, color=TRAPEZOID, alpha=0.6, label="trapezoid (2nd order)")
+        _diagonal(ax, change, np.concatenate([pred, end, trap]))
+        ax.set_title(f"{LABELS[kind]}, bias vs exact change ({len(runs)} runs):\npath "
+                     f"{entry['relative_bias']:+.1%} +- {entry['se_relative_bias']:.1%}, trapezoid "
+                     f"{entry['trapezoid_relative_bias']:+.1%} +- "
+                     f"{entry['trapezoid_se_relative_bias']:.1%}, endpoint "
+                     f"{entry['endpoint_relative_bias']:+.1%}", fontsize=9)
         ax.set_xlabel(f"exact change after {summary['steps_k']} steps (nats)")
         ax.set_ylabel("predicted change (nats)")
         ax.legend(fontsize=7)
@@ -260,10 +273,13 @@ def exact_path(summary: dict, runs: list[dict], path: Path) -> None:
         edges = np.linspace(-4, 4, 17)
         ax.hist(np.clip((end - change) / end_se, -4, 4), bins=edges, density=True, color="0.6",
                 alpha=0.5, label="endpoint control")
-        _z_histogram(ax, (pred - change) / se, color, "path prediction")
-        b = entry["path_vs_exact_change"]
+        ax.hist(np.clip((trap - change) / trap_se, -4, 4), bins=edges, density=True,
+                histtype="step", lw=1.8, color=TRAPEZOID, label="trapezoid (2nd order)")
+        _z_histogram(ax, (pred - change) / se, color, "path prediction (1st order)")
+        b, t = entry["path_vs_exact_change"], entry["trapezoid_vs_exact_change"]
         ax.set_title(f"z vs exact change: path mean {b['mean']:+.2f} +- {b['se_mean']:.2f}, "
-                     f"SD {b['sd']:.2f}", fontsize=9)
+                     f"SD {b['sd']:.2f}\ntrapezoid mean {t['mean']:+.2f} +- {t['se_mean']:.2f}, "
+                     f"SD {t['sd']:.2f}", fontsize=9)
         ax.set_xlabel("z = (prediction - exact change) / SE")
     fig.suptitle(f"05-entropy exact: tabular policy, {summary['steps_k']} PPO steps "
                  f"({summary['minibatches']} minibatches x {summary['epochs']} epochs), lr "
