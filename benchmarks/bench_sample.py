@@ -15,8 +15,9 @@ Sections:
            --mixed-prompts prompts, EOS made likely enough (a logit bias) that the median
            response has about --mixed-median tokens, capped at --mixed-max. Our loop with
            finished rows dropped from the batch against the same loop keeping them until
-           the longest row ends; both draw the same tokens (checked), so useful tokens/s
-           (tokens of the responses, per second) compare directly. --mixed-vllm adds
+           the longest row ends; both draw the same tokens (the identical rows are
+           counted: on a flat random model fp32 rounding that moves with the batch's size
+           can move a draw), so useful tokens/s (response tokens per second) compare. --mixed-vllm adds
            vLLM's engine as a third side (run it where vllm is installed): the same
            weights (saved to a temporary folder), prompts, seeds, EOS, cap and bias (a
            vLLM logits processor adding the same constant to the EOS logit), default
