@@ -6,7 +6,8 @@
     batches.py     drawing E and U batches: prompts from the dataset, G responses each, rewards
     probe.py       one run: delta-H1 = grad H . Dtheta with standard errors; the real step's
                    change on an independent E' batch (held-out truth) and on E (linearisation check)
-    path.py        k PPO steps (minibatches x epochs): first-order terms summed along the real path
+    path.py        k PPO steps (minibatches x epochs): first-order terms summed along the real path,
+                   and the trapezoid rule (second order) over the same batches plus one at theta_k
     exact.py       the exact mode: the same code on an enumerable policy with exact entropies
     exact_path.py  the exact mode for k > 1 steps: the path prediction against the exact change
     analysis.py    statistics over runs: 1/B_E bias test, SE calibration, z summaries, linearity
