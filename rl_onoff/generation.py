@@ -170,7 +170,7 @@ def _growing_layer_class():
 
     class GrowingLayer(DynamicLayer):
         def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized or self.keys.numel() == 0:
+            if getattr(self, "keys", None) is None or self.keys.numel() == 0:  # not filled yet
                 return super().update(key_states, value_states, *args, **kwargs)
             used, new = self.keys.shape[-2], key_states.shape[-2]
             room = getattr(self, "room", None)
