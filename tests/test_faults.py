@@ -122,8 +122,10 @@ def test_non_finite_settings_stop_at_load(write_config, tmp_path):
 
 def test_ctrl_c_prints_one_line_and_the_rerun_resumes(write_config, tmp_path, tiny_random_model):
     out = tmp_path / "out"
+    # 48 batches: the progress file lags generation by the scoring pool, so the job must be
+    # long enough to be still running when its first lines appear
     config = sample_config(write_config, out, tiny_random_model, max_new_tokens=48,
-                           batch_size=4)
+                           batch_size=4, num_samples=32)
     proc = subprocess.Popen([sys.executable, "exp/00-sample.py", "--config", str(config)],
                             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
@@ -133,6 +135,7 @@ def test_ctrl_c_prints_one_line_and_the_rerun_resumes(write_config, tmp_path, ti
         if progress.is_file() and progress.read_text().count("\n") >= 4:
             break
         time.sleep(0.01)
+    assert proc.poll() is None, "00 ended before it could be interrupted (a longer job is needed)"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130
