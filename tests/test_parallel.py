@@ -62,7 +62,8 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(
     from rl_onoff.sample.run import run_sample
 
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    settings = {"max_new_tokens": 48, "batch_size": 4, "dataset": {"num_examples": 8}}
+    settings = {"max_new_tokens": 48, "batch_size": 4, "num_samples": 12,   # 12 batches a rank:
+                "dataset": {"num_examples": 8}}   # still running when rank 1's lines appear
     run_sample(load_config(sample_config(write_config, straight, tiny_random_model, **settings)))
     config = sample_config(write_config, killed, tiny_random_model, **settings)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -84,7 +85,7 @@ def test_a_killed_two_process_run_resumes_to_the_uninterrupted_result(
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     same_samples(straight, killed)
     lines = sum(p.read_text().count("\n") for p in killed.glob("progress*.jsonl"))
-    assert lines == 8 * 4, "no sample drawn twice"
+    assert lines == 8 * 12, "no sample drawn twice"
 
 
 def test_a_single_process_under_torchrun_writes_the_plain_layout(write_config, tmp_path,

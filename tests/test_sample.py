@@ -107,10 +107,11 @@ def test_greedy_ignores_the_seed(write_config, tmp_path, tiny_random_model):
 
 def test_kill_and_restart_loses_and_duplicates_nothing(write_config, tmp_path, tiny_random_model):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    run_sample(load_config(sample_config(write_config, straight, tiny_random_model,
-                                         max_new_tokens=48, batch_size=4)))
-    config = sample_config(write_config, killed, tiny_random_model, max_new_tokens=48,
-                           batch_size=4)
+    # 24 batches: the progress file lags generation by one scored batch, so the job must be
+    # long enough to be still running when its first lines appear
+    settings = {"max_new_tokens": 48, "batch_size": 4, "num_samples": 16}
+    run_sample(load_config(sample_config(write_config, straight, tiny_random_model, **settings)))
+    config = sample_config(write_config, killed, tiny_random_model, **settings)
     proc = subprocess.Popen([sys.executable, "exp/00-sample.py", "--config", str(config)],
                             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = killed / "progress.jsonl"
@@ -123,10 +124,10 @@ def test_kill_and_restart_loses_and_duplicates_nothing(write_config, tmp_path, t
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     partial = progress.read_text().count("\n")
-    assert 4 <= partial < 24 and not (killed / "results.json").exists()
+    assert 4 <= partial < 96 and not (killed / "results.json").exists()
     run_sample(load_config(config))
     pairs = [(line["qid"], line["s"]) for line in map(json.loads, progress.read_text().splitlines())]
-    assert len(pairs) == len(set(pairs)) == 24
+    assert len(pairs) == len(set(pairs)) == 96
     assert read(killed, "results.json")["questions"] == read(straight, "results.json")["questions"]
 
 
