@@ -261,8 +261,8 @@ def sampled_stats(shifted: torch.Tensor, targets: torch.Tensor, params: Sampling
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """(entropy in nats, log-probability of `targets`) under the distribution `params`
     samples from, per row of `shifted` (fp32 logits minus their row maximum; left intact).
-    -inf log-probability where the filters drop the target. `top`: as for keep_threshold;
-    `buffers`: fp32, (2, at least the size of `shifted`), reused."""
+    -inf log-probability where the filters drop the target. `top`: as for keep_threshold
+    (used only when a filter is on); `buffers`: fp32, (2, at least the size of `shifted`), reused."""
     rows, vocab = shifted.shape
     target_value = shifted.gather(1, targets[:, None])[:, 0]
     if params.greedy:  # the first argmax, as sample_next takes it
@@ -270,17 +270,20 @@ def sampled_stats(shifted: torch.Tensor, targets: torch.Tensor, params: Sampling
         return (torch.zeros(rows, device=shifted.device),
                 torch.where(drawn, 0.0, NEG_INF))
     temperature = params.temperature
-    if top is None or top.shape[1] < block_width(params, vocab):
-        top = top_k_of(shifted, block_width(params, vocab))[0]
     if buffers is not None:
         size = rows * vocab
         buffers = (buffers[0].view(-1)[:size].view(rows, vocab),
                    buffers[1].view(-1)[:size].view(torch.int32).view(rows, vocab))
-    threshold, probs, masked = (_filter(shifted, params, top, buffers) if params.filters
-                                else (shifted.new_full((rows, 1), NEG_INF), None, False))
+    if params.filters:
+        if top is None or top.shape[1] < block_width(params, vocab):
+            top = top_k_of(shifted, block_width(params, vocab))[0]
+        threshold, probs, masked = _filter(shifted, params, top, buffers)
+        inside = _ends_inside(top, threshold, vocab)
+    else:  # every token kept: the whole rows, no block of the largest logits needed
+        threshold, probs, masked = shifted.new_full((rows, 1), NEG_INF), None, False
+        inside = torch.zeros(rows, dtype=torch.bool, device=shifted.device)
     log_total = torch.empty(rows, device=shifted.device)
     mean_scaled = torch.empty(rows, device=shifted.device)
-    inside = _ends_inside(top, threshold, vocab)
     if bool(inside.any()):
         block = top[inside] / temperature
         mass = torch.where(top[inside] >= threshold[inside], block.exp(), 0.0)

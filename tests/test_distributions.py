@@ -21,7 +21,7 @@ from rl_onoff.config import ConfigError, load_config
 from rl_onoff import decoding
 from rl_onoff.decoding import SamplingParams, sampled_stats, sampling_logits, top_k_of
 from rl_onoff.distributions import gap, load_distributions, run_dist
-from rl_onoff.distributions.extract import check_lm_head, extract, plan_batches
+from rl_onoff.distributions.extract import ReusedHead, check_lm_head, extract, plan_batches
 from rl_onoff.distributions.pipeline import display_strings, with_model
 from rl_onoff.distributions import store
 from rl_onoff.distributions.store import FlatArrays, array_specs
@@ -185,6 +185,27 @@ def test_batching_padding_and_chunking_change_no_value(model, scored, monkeypatc
                 np.testing.assert_allclose(a[name], b[name], atol=1e-5, err_msg=name)
             else:
                 np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_reused_head_output_equals_the_module_call(bias):
+    """Bit for bit, across calls of shrinking and growing sizes; an earlier call's logits
+    are overwritten (the buffer is reused), which extract relies on consuming in time."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(16, 300, bias=bias)
+    head = ReusedHead(linear)
+    first_hidden = torch.randn(7, 16)
+    with torch.inference_mode():
+        first = head(first_hidden)
+        assert torch.equal(first, linear(first_hidden))
+        for rows in (3, 7, 11):
+            hidden = torch.randn(rows, 16)
+            assert torch.equal(head(hidden), linear(hidden))
+        assert not torch.equal(first, linear(first_hidden))  # reused, not fresh
+        other = torch.nn.Sequential(linear)  # not a plain Linear: called as it is
+        assert torch.equal(ReusedHead(other)(first_hidden), linear(first_hidden))
+    graded = head(first_hidden)  # gradients on: a plain call, with its graph
+    assert graded.requires_grad and torch.equal(graded, linear(first_hidden))
 
 
 @pytest.mark.parametrize("vocab", [100, 1000, 64 * 21, 151_936])
