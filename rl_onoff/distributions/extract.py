@@ -16,7 +16,7 @@ from typing import Iterator
 
 import torch
 
-from rl_onoff.decoding import SamplingParams, block_width, sampled_stats, top_k_of
+from rl_onoff.decoding import SamplingParams, block_width, sampled_stats, scaled_exp, top_k_of
 
 # fp32 logits per lm_head call: large enough that the lm_head weight is read once per
 # many rows, small enough that a few chunk-sized temporaries fit beside the model.
@@ -69,8 +69,8 @@ def token_stats(logits: torch.Tensor, targets: torch.Tensor, params: SamplingPar
         sampled_entropy, sampled_logprob = sampled_stats(
             shifted, targets, params, None if values is None else values - top,
             None if workspace is None else workspace[1:])
-    exp = (shifted.exp() if workspace is None
-           else torch.exp(shifted, out=workspace[0].view(-1)[:rows * vocab].view(rows, vocab)))
+    exp = scaled_exp(shifted, 1.0, None if workspace is None
+                     else workspace[0].view(-1)[:rows * vocab].view(rows, vocab))
     total = exp.sum(-1, keepdim=True)
     log_z = total.log()
     entropy = log_z[:, 0] - shifted.mul_(exp).sum(-1) / total[:, 0]  # log Z - E_p[shifted]
