@@ -126,9 +126,13 @@ def test_ctrl_c_prints_one_line_and_the_rerun_resumes(write_config, tmp_path, ti
     # long enough to be still running when its first lines appear
     config = sample_config(write_config, out, tiny_random_model, max_new_tokens=48,
                            batch_size=4, num_samples=32)
+    # SIGINT back to its default in the child: a test run started in the background
+    # (`python -m pytest &` in a script) ignores SIGINT, its children inherit that, and Python
+    # then never raises KeyboardInterrupt (the job ran to the end with exit 0)
     proc = subprocess.Popen([sys.executable, "exp/00-sample.py", "--config", str(config)],
                             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     progress = out / "progress.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -138,7 +142,7 @@ def test_ctrl_c_prints_one_line_and_the_rerun_resumes(write_config, tmp_path, ti
     assert proc.poll() is None, "00 ended before it could be interrupted (a longer job is needed)"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, (proc.returncode, stderr[-2000:])
     assert "interrupted; rerun the same command to resume" in stderr
     assert "Traceback" not in stderr
     assert not (out / ".lock").exists()
