@@ -204,6 +204,15 @@ def test_reused_head_output_equals_the_module_call(bias):
         assert not torch.equal(first, linear(first_hidden))  # reused, not fresh
         other = torch.nn.Sequential(linear)  # not a plain Linear: called as it is
         assert torch.equal(ReusedHead(other)(first_hidden), linear(first_hidden))
+        # a replaced forward (as accelerate's device_map installs) or a hook is respected
+        hooked = torch.nn.Linear(16, 300, bias=bias)
+        hooked.load_state_dict(linear.state_dict())
+        hooked.forward = lambda x: torch.nn.Linear.forward(hooked, x) + 1
+        assert torch.equal(ReusedHead(hooked)(first_hidden), linear(first_hidden) + 1)
+        hooked = torch.nn.Linear(16, 300, bias=bias)
+        hooked.load_state_dict(linear.state_dict())
+        hooked.register_forward_hook(lambda module, args, output: output * 2)
+        assert torch.equal(ReusedHead(hooked)(first_hidden), linear(first_hidden) * 2)
     graded = head(first_hidden)  # gradients on: a plain call, with its graph
     assert graded.requires_grad and torch.equal(graded, linear(first_hidden))
 
