@@ -271,7 +271,8 @@ def sampled_stats(shifted: torch.Tensor, targets: torch.Tensor, params: Sampling
     """(entropy in nats, log-probability of `targets`) under the distribution `params`
     samples from, per row of `shifted` (fp32 logits minus their row maximum; left intact).
     -inf log-probability where the filters drop the target. `top`: as for keep_threshold
-    (used only when a filter is on); `buffers`: fp32, (2, at least the size of `shifted`), reused."""
+    (used only when a filter is on); `buffers`: fp32, (2, at least the size of `shifted`),
+    reused."""
     rows, vocab = shifted.shape
     target_value = shifted.gather(1, targets[:, None])[:, 0]
     if params.greedy:  # the first argmax, as sample_next takes it
@@ -294,11 +295,11 @@ def sampled_stats(shifted: torch.Tensor, targets: torch.Tensor, params: Sampling
     log_total = torch.empty(rows, device=shifted.device)
     mean_scaled = torch.empty(rows, device=shifted.device)
     if bool(inside.any()):
-        block = top[inside] / temperature
-        mass = torch.where(top[inside] >= threshold[inside], scaled_exp(top[inside], temperature),
-                           0.0)
+        block = top[inside]
+        mass = torch.where(block >= threshold[inside], scaled_exp(block, temperature), 0.0)
         total = mass.sum(-1)
-        log_total[inside], mean_scaled[inside] = total.log(), (mass * block).sum(-1) / total
+        log_total[inside] = total.log()
+        mean_scaled[inside] = (mass * (block / temperature)).sum(-1) / total
     if not bool(inside.all()):
         rest = (~inside).nonzero()[:, 0]
         part, limit = ((shifted, threshold) if len(rest) == rows
